@@ -1,0 +1,9 @@
+// ESM entry: re-exports the CommonJS build so both module systems share one addon instance.
+import cjs from '../dist/lib/index.js';
+
+export const {
+  buildInfo, devices, defaultDevice, memoryStats, synchronize,
+  Tensor, tensor, empty, full, zeros, ones, randn, rand,
+  matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill,
+} = cjs;
+export default cjs;

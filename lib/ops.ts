@@ -1,0 +1,57 @@
+// Basic ops on tensors; each runs on the device its inputs live on.
+import { native } from './backend';
+import { checkDType, DType, handle, Tensor } from './tensor';
+
+/** op(a) · op(b). a: [M, K] (or [..., M, K]), b: [K, N]; or batched [B, M, K] · [B, K, N]. */
+export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
+  return new Tensor(native().matmul(handle(a, 'matmul', 'a'), handle(b, 'matmul', 'b'), !!opts.transA, !!opts.transB));
+}
+
+/** a + alpha·b; b's shape equal to a's or a suffix of it (broadcast, e.g. a bias). */
+export function add(a: Tensor, b: Tensor, opts: { alpha?: number } = {}): Tensor {
+  return new Tensor(native().add(handle(a, 'add', 'a'), handle(b, 'add', 'b'), opts.alpha ?? 1));
+}
+
+export function sub(a: Tensor, b: Tensor): Tensor {
+  return new Tensor(native().add(handle(a, 'sub', 'a'), handle(b, 'sub', 'b'), -1));
+}
+
+/** Elementwise a·b; b may broadcast as in add. */
+export function mul(a: Tensor, b: Tensor): Tensor {
+  return new Tensor(native().mul(handle(a, 'mul', 'a'), handle(b, 'mul', 'b')));
+}
+
+export function scale(a: Tensor, s: number): Tensor {
+  return new Tensor(native().scale(handle(a, 'scale', 'a'), s));
+}
+
+/** Sums over the last dimension: [..., n] → [...]. */
+export function rowSum(x: Tensor): Tensor {
+  return new Tensor(native().rowSum(handle(x, 'rowSum', 'x')));
+}
+
+/** Sums over every dimension but the last: [..., n] → [n]. */
+export function colSum(x: Tensor): Tensor {
+  return new Tensor(native().colSum(handle(x, 'colSum', 'x')));
+}
+
+export function cast(x: Tensor, dtype: DType): Tensor {
+  checkDType(dtype, 'cast');
+  return x.to({ dtype });
+}
+
+/** Sets every element to value, in place. */
+export function fill(t: Tensor, value: number): void {
+  native().fill(handle(t, 'fill', 't'), value);
+}
+
+/** Seeded random fill in place: normal(mean, std) or uniform [low, high). */
+export function randomFill(
+  t: Tensor,
+  seed: number,
+  dist: { normal: { mean?: number; std?: number } } | { uniform: { low?: number; high?: number } },
+): void {
+  const h = handle(t, 'randomFill', 't');
+  if ('normal' in dist) native().randomFill(h, seed, 'normal', dist.normal.mean ?? 0, dist.normal.std ?? 1);
+  else native().randomFill(h, seed, 'uniform', dist.uniform.low ?? 0, dist.uniform.high ?? 1);
+}

@@ -1,0 +1,143 @@
+// Module init: registers the tensor class, the module functions and the ops.
+#include <napi.h>
+
+#include "cpu/basic.h"
+#include "cpu/parallel.h"
+#include "ops.h"
+#include "tensor.h"
+#ifdef FA_WITH_CUDA
+#include "../cuda/runtime.h"
+#endif
+
+#ifndef FA_VERSION
+#define FA_VERSION "0.0.0"
+#endif
+
+namespace fa {
+namespace {
+
+int argDevice(Napi::Env env, Napi::Value v, const char* op) {
+  if (!v.IsNumber()) fail(env, op, "argument 'device' must be a device index");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+// fromArray(values: Float32Array | Int32Array, shape, dtype, device)
+Napi::Value FromArray(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "tensor";
+  if (!info[0].IsTypedArray()) fail(env, op, "argument 'data' must be a typed array");
+  std::vector<int64_t> shape = argShape(env, info[1], op, "shape");
+  DType dtype = argDType(env, info[2], op, "dtype");
+  int device = argDevice(env, info[3], op);
+  Napi::Object out = newTensor(env, shape, dtype, device, op);
+  Napi::Function copyFrom = out.Get("copyFrom").As<Napi::Function>();
+  TensorImpl& t = implOf(out);
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  if (ta.ElementLength() != t.numel())
+    fail(env, op, "argument 'data' has " + std::to_string(ta.ElementLength()) + " elements but shape " +
+                      t.shapeString() + " needs " + std::to_string(t.numel()));
+  copyFrom.Call(out, {info[0]});
+  return out;
+}
+
+// empty(shape, dtype, device): uninitialised storage
+Napi::Value Empty(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<int64_t> shape = argShape(env, info[0], "empty", "shape");
+  DType dtype = argDType(env, info[1], "empty", "dtype");
+  return newTensor(env, shape, dtype, argDevice(env, info[2], "empty"), "empty");
+}
+
+Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("version", FA_VERSION);
+  o.Set("napi", NAPI_VERSION);
+  const char* blas = cpu::blasName();
+  o.Set("blas", blas ? Napi::Value(Napi::String::New(env, blas)) : env.Null());
+  o.Set("cpuThreads", cpu::threadCount());
+#ifdef FA_WITH_CUDA
+  const cuda::Probe& p = cuda::probe();
+  o.Set("cudaCompiled", true);
+  o.Set("cudaUsable", p.usable);
+  if (!p.usable) o.Set("cudaReason", p.reason);
+  if (!p.cublas.empty()) o.Set("cublas", p.cublas);
+  o.Set("cudaArchitectures", FA_CUDA_ARCHS);
+#else
+  o.Set("cudaCompiled", false);
+  o.Set("cudaUsable", false);
+  o.Set("cudaReason", "this build was compiled without CUDA");
+#endif
+  return o;
+}
+
+Napi::Value Devices(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array a = Napi::Array::New(env);
+  Napi::Object cpuDev = Napi::Object::New(env);
+  cpuDev.Set("id", "cpu");
+  cpuDev.Set("kind", "cpu");
+  cpuDev.Set("name", "CPU (" + std::to_string(cpu::threadCount()) + " threads)");
+  a.Set(0u, cpuDev);
+#ifdef FA_WITH_CUDA
+  const cuda::Probe& p = cuda::probe();
+  if (p.usable) {
+    for (int i = 0; i < p.deviceCount; i++) {
+      cuda::DeviceInfo d;
+      runKernel(env, "devices", [&] { d = cuda::deviceInfo(i); });
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("id", "cuda:" + std::to_string(i));
+      o.Set("kind", "cuda");
+      o.Set("name", d.name);
+      o.Set("memoryBytes", double(d.memoryBytes));
+      o.Set("computeCapability", std::to_string(d.major) + "." + std::to_string(d.minor));
+      a.Set(uint32_t(i + 1), o);
+    }
+  }
+#endif
+  return a;
+}
+
+Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = argDevice(env, info[0], "memoryStats");
+  MemStats s = memStats(device);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("allocatedBytes", double(s.allocatedBytes));
+  o.Set("reservedBytes", double(s.reservedBytes));
+  o.Set("liveTensors", double(s.liveTensors));
+  return o;
+}
+
+Napi::Value Synchronize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = argDevice(env, info[0], "synchronize");
+  checkDevice(env, device, "synchronize");
+#ifdef FA_WITH_CUDA
+  if (device != kCpu) runKernel(env, "synchronize", [&] { cuda::synchronize(device, "synchronize"); });
+#endif
+  return env.Undefined();
+}
+
+}  // namespace
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  auto* data = new AddonData();
+  Napi::Function ctor = TensorWrap::define(env);
+  data->tensorCtor = Napi::Persistent(ctor);
+  env.SetInstanceData<AddonData>(data);
+  exports.Set("NativeTensor", ctor);
+  exports.Set("fromArray", Napi::Function::New(env, FromArray, "fromArray"));
+  exports.Set("empty", Napi::Function::New(env, Empty, "empty"));
+  exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
+  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
+  exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
+  registerBasicOps(env, exports);
+  return exports;
+}
+
+}  // namespace fa
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return fa::Init(env, exports); }
+NODE_API_MODULE(fused_adapters, InitModule)

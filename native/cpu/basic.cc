@@ -1,0 +1,146 @@
+#include "basic.h"
+
+#include <cmath>
+#include <vector>
+
+#include "../philox.h"
+#include "parallel.h"
+
+namespace fa {
+namespace cpu {
+
+namespace {
+constexpr size_t kGrain = 1 << 14;
+constexpr size_t kTile = 1024;  // elements converted per step in mixed-dtype loops
+
+// Runs f(i0, i1, aF, bF, outF) over fp32 tiles; converts from/to t around it.
+template <typename F>
+void tiled(DType t, size_t n, F&& f) {
+  parallelFor(n, kGrain, [&](size_t begin, size_t end) {
+    float buf[3][kTile];
+    for (size_t i = begin; i < end; i += kTile) {
+      size_t m = std::min(kTile, end - i);
+      f(i, m, buf[0], buf[1], buf[2]);
+    }
+  });
+}
+
+inline void loadAt(DType t, const void* p, size_t i, float* dst, size_t m) {
+  loadToFloat(t, static_cast<const char*>(p) + i * dtypeSize(t), dst, m);
+}
+inline void storeAt(DType t, void* p, size_t i, const float* src, size_t m) {
+  storeFromFloat(t, src, static_cast<char*>(p) + i * dtypeSize(t), m);
+}
+}  // namespace
+
+void toFloat(DType t, const void* src, float* dst, size_t n) {
+  parallelFor(n, kGrain, [&](size_t b, size_t e) { loadAt(t, src, b, dst + b, e - b); });
+}
+void fromFloat(DType t, const float* src, void* dst, size_t n) {
+  parallelFor(n, kGrain, [&](size_t b, size_t e) { storeAt(t, dst, b, src + b, e - b); });
+}
+
+void add(DType t, const void* a, const void* b, void* out, size_t n, size_t nb, float alpha) {
+  tiled(t, n, [&](size_t i, size_t m, float* fa, float* fb, float* fo) {
+    loadAt(t, a, i, fa, m);
+    for (size_t j = 0; j < m; j++) {
+      size_t k = (i + j) % nb;
+      float bv;
+      loadToFloat(t, static_cast<const char*>(b) + k * dtypeSize(t), &bv, 1);
+      fo[j] = fa[j] + alpha * bv;
+    }
+    (void)fb;
+    storeAt(t, out, i, fo, m);
+  });
+}
+
+void mul(DType t, const void* a, const void* b, void* out, size_t n, size_t nb) {
+  tiled(t, n, [&](size_t i, size_t m, float* fa, float*, float* fo) {
+    loadAt(t, a, i, fa, m);
+    for (size_t j = 0; j < m; j++) {
+      float bv;
+      loadToFloat(t, static_cast<const char*>(b) + ((i + j) % nb) * dtypeSize(t), &bv, 1);
+      fo[j] = fa[j] * bv;
+    }
+    storeAt(t, out, i, fo, m);
+  });
+}
+
+void scale(DType t, const void* a, void* out, size_t n, float s) {
+  tiled(t, n, [&](size_t i, size_t m, float* fa, float*, float* fo) {
+    loadAt(t, a, i, fa, m);
+    for (size_t j = 0; j < m; j++) fo[j] = s * fa[j];
+    storeAt(t, out, i, fo, m);
+  });
+}
+
+void cast(DType from, const void* src, DType to, void* dst, size_t n) {
+  tiled(from, n, [&](size_t i, size_t m, float* f, float*, float*) {
+    if (from == DType::I32 && to == DType::I32) {
+      std::memcpy(static_cast<int32_t*>(dst) + i, static_cast<const int32_t*>(src) + i, m * 4);
+      return;
+    }
+    loadAt(from, src, i, f, m);
+    storeAt(to, dst, i, f, m);
+  });
+}
+
+void fill(DType t, void* out, size_t n, float v) {
+  tiled(t, n, [&](size_t i, size_t m, float* f, float*, float*) {
+    for (size_t j = 0; j < m; j++) f[j] = v;
+    storeAt(t, out, i, f, m);
+  });
+}
+
+void randomFill(DType t, void* out, size_t n, uint64_t seed, bool normal, float a, float b) {
+  tiled(t, n, [&](size_t i, size_t m, float* f, float*, float*) {
+    for (size_t j = 0; j < m; j++) {
+      uint64_t idx = i + j;
+      if (normal) {
+        // Box-Muller on the word pair (2p, 2p+1) of pair p = idx/2.
+        uint64_t p = idx >> 1;
+        float u1 = uintToUnit(philoxWord(seed, 0, 2 * p));
+        float u2 = uintToUnit(philoxWord(seed, 0, 2 * p + 1));
+        float r = std::sqrt(-2.0f * std::log(u1));
+        float th = 6.283185307179586f * u2;
+        f[j] = a + b * ((idx & 1) ? r * std::sin(th) : r * std::cos(th));
+      } else {
+        f[j] = a + (b - a) * uintToUnit(philoxWord(seed, 0, idx));
+      }
+    }
+    storeAt(t, out, i, f, m);
+  });
+}
+
+void rowSum(DType t, const void* x, void* out, size_t rows, size_t cols) {
+  std::vector<float> res(rows);
+  parallelFor(rows, std::max<size_t>(1, kGrain / std::max<size_t>(cols, 1)), [&](size_t r0, size_t r1) {
+    std::vector<float> row(cols);
+    for (size_t r = r0; r < r1; r++) {
+      loadAt(t, x, r * cols, row.data(), cols);
+      double s = 0;
+      for (size_t c = 0; c < cols; c++) s += row[c];
+      res[r] = float(s);
+    }
+  });
+  storeFromFloat(t, res.data(), out, rows);
+}
+
+void colSum(DType t, const void* x, void* out, size_t rows, size_t cols) {
+  std::vector<float> res(cols, 0.0f);
+  // Split columns across threads; each thread walks all rows for its columns.
+  parallelFor(cols, 64, [&](size_t c0, size_t c1) {
+    size_t w = c1 - c0;
+    std::vector<double> acc(w, 0.0);
+    std::vector<float> row(w);
+    for (size_t r = 0; r < rows; r++) {
+      loadAt(t, x, r * cols + c0, row.data(), w);
+      for (size_t c = 0; c < w; c++) acc[c] += row[c];
+    }
+    for (size_t c = 0; c < w; c++) res[c0 + c] = float(acc[c]);
+  });
+  storeFromFloat(t, res.data(), out, cols);
+}
+
+}  // namespace cpu
+}  // namespace fa

@@ -1,0 +1,91 @@
+// CPU GEMM: OpenBLAS's cblas_sgemm when the build found one (FA_HAVE_CBLAS),
+// else a portable blocked loop. bf16/fp16 operands are widened to fp32 first.
+#include <algorithm>
+#include <vector>
+
+#include "basic.h"
+#include "parallel.h"
+
+#ifdef FA_HAVE_CBLAS
+#include <cblas.h>
+#endif
+
+namespace fa {
+namespace cpu {
+
+const char* blasName() {
+#ifdef FA_HAVE_CBLAS
+  return FA_BLAS_NAME;
+#else
+  return nullptr;
+#endif
+}
+
+namespace {
+
+// C = alpha * op(A) op(B) + beta * C, fp32, row-major, one matrix.
+void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+           float beta, float* C, int ldc) {
+#ifdef FA_HAVE_CBLAS
+  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+              B, ldb, beta, C, ldc);
+#else
+  // Portable fallback: pack op(B) as K x N rows so the inner loop is contiguous.
+  std::vector<float> Bp(size_t(K) * N);
+  for (int k = 0; k < K; k++)
+    for (int n = 0; n < N; n++) Bp[size_t(k) * N + n] = tB ? B[size_t(n) * ldb + k] : B[size_t(k) * ldb + n];
+  parallelFor(size_t(M), 4, [&](size_t m0, size_t m1) {
+    std::vector<float> acc(N);
+    for (size_t m = m0; m < m1; m++) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int k = 0; k < K; k++) {
+        float a = tA ? A[size_t(k) * lda + m] : A[m * lda + k];
+        if (a == 0.0f) continue;
+        const float* b = &Bp[size_t(k) * N];
+        for (int n = 0; n < N; n++) acc[n] += a * b[n];
+      }
+      float* c = C + m * ldc;
+      for (int n = 0; n < N; n++) c[n] = alpha * acc[n] + (beta == 0.0f ? 0.0f : beta * c[n]);
+    }
+  });
+#endif
+}
+
+}  // namespace
+
+void gemm(DType dt, bool transA, bool transB, int M, int N, int K, float alpha,
+          const void* A, int lda, long long strideA, const void* B, int ldb, long long strideB,
+          float beta, void* C, int ldc, long long strideC, int batch, const char*) {
+  if (M == 0 || N == 0) return;
+  size_t aRows = transA ? K : M, bRows = transB ? N : K;
+  for (int b = 0; b < batch; b++) {
+    if (dt == DType::F32) {
+      const float* a = static_cast<const float*>(A) + b * strideA;
+      const float* bb = static_cast<const float*>(B) + b * strideB;
+      float* c = static_cast<float*>(C) + b * strideC;
+      if (K == 0) {
+        for (int m = 0; m < M; m++)
+          for (int n = 0; n < N; n++) c[size_t(m) * ldc + n] = beta == 0.0f ? 0.0f : beta * c[size_t(m) * ldc + n];
+        continue;
+      }
+      sgemm(transA, transB, M, N, K, alpha, a, lda, bb, ldb, beta, c, ldc);
+      continue;
+    }
+    // Widen: the operands are dense here (ld equals the row length), as ops.cc guarantees.
+    size_t es = dtypeSize(dt);
+    std::vector<float> a(aRows * lda), bm(bRows * ldb), c(size_t(M) * ldc);
+    toFloat(dt, static_cast<const char*>(A) + b * strideA * es, a.data(), a.size());
+    toFloat(dt, static_cast<const char*>(B) + b * strideB * es, bm.data(), bm.size());
+    char* cPtr = static_cast<char*>(C) + b * strideC * es;
+    if (beta != 0.0f) toFloat(dt, cPtr, c.data(), c.size());
+    if (K == 0) {
+      for (auto& v : c) v = beta == 0.0f ? 0.0f : beta * v;
+    } else {
+      sgemm(transA, transB, M, N, K, alpha, a.data(), lda, bm.data(), ldb, beta, c.data(), ldc);
+    }
+    fromFloat(dt, c.data(), cPtr, c.size());
+  }
+}
+
+}  // namespace cpu
+}  // namespace fa

@@ -37,10 +37,9 @@ Buffer::Buffer(int device, size_t bytes) : bytes_(bytes), device_(device) {
 }
 
 Buffer::~Buffer() {
-  size_t n = bytes_ == 0 ? 64 : (bytes_ + 63) / 64 * 64;
   if (device_ == kCpu) std::free(ptr_);
 #ifdef FA_WITH_CUDA
-  else cuda::deviceFree(device_, ptr_, n);
+  else cuda::deviceFree(device_, ptr_, bytes_ == 0 ? 64 : (bytes_ + 63) / 64 * 64);
 #endif
   std::lock_guard<std::mutex> lock(gMutex);
   MemStats& s = gStats[device_];

@@ -79,3 +79,16 @@ export function roundBf16(x: number): number {
   u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
   return f[0];
 }
+
+/**
+ * Leaves a NaN-filled block of this size in the device's allocator cache, so the
+ * next allocation of that size (an op's output) starts poisoned: an op that does
+ * not write every element shows NaN.
+ */
+export function poisonNext(shape: number[], dtype: 'float32' | 'bfloat16' | 'float16', device: string): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { empty } = require('../lib') as typeof import('../lib');
+  const t = empty(shape, { dtype, device });
+  t.copyFrom(new Float32Array(t.size).fill(NaN));
+  t.dispose();
+}

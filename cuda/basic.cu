@@ -63,6 +63,18 @@ __global__ void randomKernel(T* out, size_t n, uint64_t seed, bool normal, float
   }
 }
 
+template <typename T>
+__global__ void activationKernel(const T* x, T* out, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = fromF<T>(actForward(act, toF(x[i])));
+}
+
+template <typename T>
+__global__ void activationGradKernel(const T* x, const T* dy, T* out, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = fromF<T>(toF(dy[i]) * actGrad(act, toF(x[i])));
+}
+
 // One warp per row.
 template <typename T>
 __global__ void rowSumKernel(const T* x, T* out, size_t rows, size_t cols) {
@@ -166,6 +178,27 @@ void randomFill(int dev, DType t, void* out, size_t n, uint64_t seed, bool norma
     randomKernel<T><<<blocksFor(n, kThreads), kThreads, 0, S(dev)>>>(static_cast<T*>(out), n, seed, normal, a, b);
   });
   checkLaunch("randomFill");
+}
+
+void activation(int dev, DType t, const void* x, void* out, size_t n, Act act) {
+  if (!n) return;
+  DeviceGuard g(dev, "activation");
+  dispatchFloat(t, [&](auto tag) {
+    using T = decltype(tag);
+    activationKernel<T><<<blocksFor(n, kThreads), kThreads, 0, S(dev)>>>(static_cast<const T*>(x), static_cast<T*>(out), n, act);
+  });
+  checkLaunch("activation");
+}
+
+void activationGrad(int dev, DType t, const void* x, const void* dy, void* out, size_t n, Act act) {
+  if (!n) return;
+  DeviceGuard g(dev, "activationGrad");
+  dispatchFloat(t, [&](auto tag) {
+    using T = decltype(tag);
+    activationGradKernel<T><<<blocksFor(n, kThreads), kThreads, 0, S(dev)>>>(
+        static_cast<const T*>(x), static_cast<const T*>(dy), static_cast<T*>(out), n, act);
+  });
+  checkLaunch("activationGrad");
 }
 
 void rowSum(int dev, DType t, const void* x, void* out, size_t rows, size_t cols) {

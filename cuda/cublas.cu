@@ -109,10 +109,21 @@ bool loadCublas(std::string* loaded, std::string* reason) {
 void gemm(int dev, DType dt, bool transA, bool transB, int M, int N, int K, float alpha,
           const void* A, int lda, long long strideA, const void* B, int ldb, long long strideB,
           float beta, void* C, int ldc, long long strideC, int batch, const char* op) {
+  gemmEx(dev, dt, dt, transA, transB, M, N, K, alpha, A, lda, strideA, B, ldb, strideB, beta, C, ldc, strideC, batch,
+         op);
+}
+
+static int cudaType(DType t) {
+  return t == DType::F32 ? kR32F : t == DType::BF16 ? kR16BF : t == DType::F16 ? kR16F : -1;
+}
+
+void gemmEx(int dev, DType abType, DType cType, bool transA, bool transB, int M, int N, int K, float alpha,
+            const void* A, int lda, long long strideA, const void* B, int ldb, long long strideB,
+            float beta, void* C, int ldc, long long strideC, int batch, const char* op) {
   std::string loaded, reason;
   if (!loadCublas(&loaded, &reason)) throw std::runtime_error(std::string(op) + ": " + reason);
-  int type = dt == DType::F32 ? kR32F : dt == DType::BF16 ? kR16BF : dt == DType::F16 ? kR16F : -1;
-  if (type < 0) throw std::runtime_error(std::string(op) + ": cuBLAS GEMM needs a float dtype");
+  int type = cudaType(abType), ctype = cudaType(cType);
+  if (type < 0 || ctype < 0) throw std::runtime_error(std::string(op) + ": cuBLAS GEMM needs float dtypes");
   if (M == 0 || N == 0 || batch == 0) return;
   DeviceGuard guard(dev, op);
   std::lock_guard<std::mutex> lock(gMutex);
@@ -120,7 +131,7 @@ void gemm(int dev, DType dt, bool transA, bool transB, int M, int N, int K, floa
   // cuBLAS is column-major: a row-major C (M x N) is a column-major C^T (N x M),
   // so compute C^T = op(B)^T * op(A)^T by swapping the operands.
   cublasStatus_t s = gLib.gemmStridedBatchedEx(h, transB ? kOpT : kOpN, transA ? kOpT : kOpN, N, M, K, &alpha,
-                                               B, type, ldb, strideB, A, type, lda, strideA, &beta, C, type, ldc,
+                                               B, type, ldb, strideB, A, type, lda, strideA, &beta, C, ctype, ldc,
                                                strideC, batch, kCompute32F, kGemmDefault);
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasGemmStridedBatchedEx failed: " + statusName(s));
 }

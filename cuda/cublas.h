@@ -18,5 +18,10 @@ void gemm(int dev, DType dt, bool transA, bool transB, int M, int N, int K, floa
           const void* A, int lda, long long strideA, const void* B, int ldb, long long strideB,
           float beta, void* C, int ldc, long long strideC, int batch, const char* op);
 
+// As gemm, with C of its own dtype (e.g. fp32 C from bf16 A and B).
+void gemmEx(int dev, DType abType, DType cType, bool transA, bool transB, int M, int N, int K, float alpha,
+            const void* A, int lda, long long strideA, const void* B, int ldb, long long strideB,
+            float beta, void* C, int ldc, long long strideC, int batch, const char* op);
+
 }  // namespace cuda
 }  // namespace fa

@@ -100,5 +100,34 @@ void synchronize(int dev, const char* op) {
   check(cudaStreamSynchronize(S(dev)), op, "cudaStreamSynchronize");
 }
 
+namespace {
+struct EventPair { cudaEvent_t start = nullptr, stop = nullptr; };
+std::map<int, EventPair>& timers() {
+  static std::map<int, EventPair> t;
+  return t;
+}
+}  // namespace
+
+void timerStart(int dev) {
+  DeviceGuard g(dev, "timer");
+  EventPair& e = timers()[dev];
+  if (!e.start) {
+    check(cudaEventCreate(&e.start), "timer", "cudaEventCreate");
+    check(cudaEventCreate(&e.stop), "timer", "cudaEventCreate");
+  }
+  check(cudaEventRecord(e.start, S(dev)), "timer", "cudaEventRecord");
+}
+
+float timerStop(int dev) {
+  DeviceGuard g(dev, "timer");
+  EventPair& e = timers()[dev];
+  if (!e.start) throw std::runtime_error("timer: timerStop without timerStart");
+  check(cudaEventRecord(e.stop, S(dev)), "timer", "cudaEventRecord");
+  check(cudaEventSynchronize(e.stop), "timer", "cudaEventSynchronize");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, e.start, e.stop), "timer", "cudaEventElapsedTime");
+  return ms;
+}
+
 }  // namespace cuda
 }  // namespace fa

@@ -33,5 +33,10 @@ void copyDeviceToHost(int dev, void* dst, const void* src, size_t bytes, const c
 void copyDeviceToDevice(int srcDev, const void* src, int dstDev, void* dst, size_t bytes, const char* op);
 void synchronize(int dev, const char* op);
 
+// CUDA-event timing on the device's stream (for benchmarks): start, then stop returns
+// the milliseconds between them (waits for the stop event).
+void timerStart(int dev);
+float timerStop(int dev);
+
 }  // namespace cuda
 }  // namespace fa

@@ -4,6 +4,7 @@ import cjs from '../dist/lib/index.js';
 export const {
   buildInfo, devices, defaultDevice, memoryStats, synchronize,
   Tensor, tensor, empty, full, zeros, ones, randn, rand,
-  matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill,
+  matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad,
+  adapterForward, adapterBackward, adapterForwardBatched,
 } = cjs;
 export default cjs;

@@ -109,3 +109,13 @@ export function memoryStats(device?: string): MemoryStats {
 export function synchronize(device?: string): void {
   native().synchronize(deviceIndex(device ?? defaultDevice(), 'synchronize'));
 }
+
+/** CUDA-event timer on a device's stream (benchmarks): start(), then stop() → milliseconds. */
+export const cudaTimer = {
+  start(device: string): void {
+    native().timerStart(deviceIndex(device, 'timerStart'));
+  },
+  stop(device: string): number {
+    return native().timerStop(deviceIndex(device, 'timerStop'));
+  },
+};

@@ -25,6 +25,18 @@ export function scale(a: Tensor, s: number): Tensor {
   return new Tensor(native().scale(handle(a, 'scale', 'a'), s));
 }
 
+export type ActivationName = 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'identity';
+
+/** Elementwise non-linearity: relu, gelu (erf), gelu_tanh, silu, identity. */
+export function activation(x: Tensor, name: ActivationName): Tensor {
+  return new Tensor(native().activation(handle(x, 'activation', 'x'), name));
+}
+
+/** dy ⊙ act′(x): the gradient of activation(x) given the output gradient dy. */
+export function activationGrad(x: Tensor, dy: Tensor, name: ActivationName): Tensor {
+  return new Tensor(native().activationGrad(handle(x, 'activationGrad', 'x'), handle(dy, 'activationGrad', 'dy'), name));
+}
+
 /** Sums over the last dimension: [..., n] → [...]. */
 export function rowSum(x: Tensor): Tensor {
   return new Tensor(native().rowSum(handle(x, 'rowSum', 'x')));

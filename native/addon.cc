@@ -119,6 +119,30 @@ Napi::Value Synchronize(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// timerStart(device) / timerStop(device) -> ms: CUDA events on the device's stream.
+Napi::Value TimerStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = argDevice(env, info[0], "timerStart");
+  checkDevice(env, device, "timerStart");
+  if (device == kCpu) fail(env, "timerStart", "CUDA event timers need a CUDA device");
+#ifdef FA_WITH_CUDA
+  runKernel(env, "timerStart", [&] { cuda::timerStart(device); });
+#endif
+  return env.Undefined();
+}
+
+Napi::Value TimerStop(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int device = argDevice(env, info[0], "timerStop");
+  checkDevice(env, device, "timerStop");
+  if (device == kCpu) fail(env, "timerStop", "CUDA event timers need a CUDA device");
+  float ms = 0;
+#ifdef FA_WITH_CUDA
+  runKernel(env, "timerStop", [&] { ms = cuda::timerStop(device); });
+#endif
+  return Napi::Number::New(env, ms);
+}
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -133,7 +157,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
+  exports.Set("timerStart", Napi::Function::New(env, TimerStart, "timerStart"));
+  exports.Set("timerStop", Napi::Function::New(env, TimerStop, "timerStop"));
   registerBasicOps(env, exports);
+  registerAdapterOps(env, exports);
   return exports;
 }
 

@@ -1,6 +1,7 @@
 // Bindings for the basic ops: matmul, add, mul, scale, fill, random fill, sums.
 #include "ops.h"
 
+#include "activation.h"
 #include "cpu/basic.h"
 #include "tensor.h"
 #ifdef FA_WITH_CUDA
@@ -183,6 +184,43 @@ Napi::Value RandomFill(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Act argAct(Napi::Env env, Napi::Value v, const char* op) {
+  Act a;
+  if (!v.IsString() || !parseAct(v.As<Napi::String>().Utf8Value().c_str(), &a))
+    fail(env, op, "argument 'activation' must be one of 'relu', 'gelu', 'gelu_tanh', 'silu', 'identity'");
+  return a;
+}
+
+// activation(x, name) -> act(x)
+Napi::Value Activation(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "activation";
+  TensorImpl& x = argTensor(env, info[0], op, "x");
+  floatOnly(env, op, x, "x");
+  Act act = argAct(env, info[1], op);
+  Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
+  TensorImpl& o = implOf(out);
+  runKernel(env, op, [&] { FA_DISPATCH(x.device, activation, x.dtype, x.ptr(), o.ptr(), x.numel(), act); });
+  return out;
+}
+
+// activationGrad(x, dy, name) -> dy ⊙ act'(x)
+Napi::Value ActivationGrad(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "activationGrad";
+  TensorImpl& x = argTensor(env, info[0], op, "x");
+  TensorImpl& dy = argTensor(env, info[1], op, "dy");
+  floatOnly(env, op, x, "x");
+  sameDType(env, op, x, "x", dy, "dy");
+  sameDevice(env, op, x, "x", dy, "dy");
+  if (dy.shape != x.shape) fail(env, op, "argument 'dy' has shape " + dy.shapeString() + ", 'x' has " + x.shapeString());
+  Act act = argAct(env, info[2], op);
+  Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
+  TensorImpl& o = implOf(out);
+  runKernel(env, op, [&] { FA_DISPATCH(x.device, activationGrad, x.dtype, x.ptr(), dy.ptr(), o.ptr(), x.numel(), act); });
+  return out;
+}
+
 // rowSum(x): sums over the last dimension -> shape[:-1]
 Napi::Value RowSum(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -228,6 +266,8 @@ void registerBasicOps(Napi::Env env, Napi::Object exports) {
   exports.Set("scale", Napi::Function::New(env, Scale, "scale"));
   exports.Set("fill", Napi::Function::New(env, Fill, "fill"));
   exports.Set("randomFill", Napi::Function::New(env, RandomFill, "randomFill"));
+  exports.Set("activation", Napi::Function::New(env, Activation, "activation"));
+  exports.Set("activationGrad", Napi::Function::New(env, ActivationGrad, "activationGrad"));
   exports.Set("rowSum", Napi::Function::New(env, RowSum, "rowSum"));
   exports.Set("colSum", Napi::Function::New(env, ColSum, "colSum"));
 }

@@ -112,6 +112,23 @@ void randomFill(DType t, void* out, size_t n, uint64_t seed, bool normal, float 
   });
 }
 
+void activation(DType t, const void* x, void* out, size_t n, Act act) {
+  tiled(t, n, [&](size_t i, size_t m, float* f, float*, float*) {
+    loadAt(t, x, i, f, m);
+    for (size_t j = 0; j < m; j++) f[j] = actForward(act, f[j]);
+    storeAt(t, out, i, f, m);
+  });
+}
+
+void activationGrad(DType t, const void* x, const void* dy, void* out, size_t n, Act act) {
+  tiled(t, n, [&](size_t i, size_t m, float* fx, float* fy, float*) {
+    loadAt(t, x, i, fx, m);
+    loadAt(t, dy, i, fy, m);
+    for (size_t j = 0; j < m; j++) fx[j] = fy[j] * actGrad(act, fx[j]);
+    storeAt(t, out, i, fx, m);
+  });
+}
+
 void rowSum(DType t, const void* x, void* out, size_t rows, size_t cols) {
   std::vector<float> res(rows);
   parallelFor(rows, std::max<size_t>(1, kGrain / std::max<size_t>(cols, 1)), [&](size_t r0, size_t r1) {

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "../activation.h"
 #include "../dtype.h"
 
 namespace fa {
@@ -20,6 +21,9 @@ void cast(DType from, const void* src, DType to, void* dst, size_t n);
 void fill(DType t, void* out, size_t n, float v);
 // Philox-based: normal (mean, std) when normal, else uniform [lo=mean, hi=std).
 void randomFill(DType t, void* out, size_t n, uint64_t seed, bool normal, float a, float b);
+// out = act(x); with dy: out = dy ⊙ act'(x)
+void activation(DType t, const void* x, void* out, size_t n, Act act);
+void activationGrad(DType t, const void* x, const void* dy, void* out, size_t n, Act act);
 // out[r] = sum_c x[r, c]
 void rowSum(DType t, const void* x, void* out, size_t rows, size_t cols);
 // out[c] = sum_r x[r, c]

@@ -1,0 +1,744 @@
+// CUDA bottleneck adapter: the cuBLAS-composed path and the fused row-tile path.
+// Math and layouts: native/adapter.h. Dispatch and shapes that fit: adapter.h.
+#include <mma.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "../native/philox.h"
+#include "adapter.h"
+#include "allocator.h"
+#include "cublas.h"
+#include "common.cuh"
+
+namespace fa {
+namespace cuda {
+
+using namespace nvcuda;
+
+namespace {
+
+constexpr unsigned kThreads = 256;
+constexpr int kTileRows = 16;   // rows per fused tile (one WMMA fragment high)
+constexpr int kMaxFusedR = 256; // the bottleneck held in shared memory
+
+cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
+
+// Scratch device memory from the caching allocator, returned at scope end. Reuse is
+// ordered on the device's single stream, so freeing before the kernels finish is safe.
+struct Scratch {
+  int dev;
+  size_t bytes;
+  void* p;
+  Scratch(int d, size_t n) : dev(d), bytes(n ? n : 1), p(deviceAlloc(d, bytes)) {}
+  ~Scratch() { deviceFree(dev, p, bytes); }
+  template <typename T> T* as() const { return static_cast<T*>(p); }
+};
+
+struct DropoutParams {
+  float p = 0.0f;
+  uint32_t threshold = 0;
+  float keepScale = 1.0f;
+  uint64_t seed = 0;
+  explicit DropoutParams(const AdapterArgs& a)
+      : p(a.dropout), threshold(dropoutThreshold(a.dropout)), keepScale(1.0f / (1.0f - a.dropout)), seed(a.seed) {}
+  __device__ __forceinline__ float at(uint64_t i) const {
+    if (p <= 0.0f) return 1.0f;
+    return philoxWord(seed, kDropoutStream, i) >= threshold ? keepScale : 0.0f;
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ float scaleAt(const T* scaleT, int scaleLen, float scale, int c) {
+  return scaleT ? toF(scaleT[scaleLen == 1 ? 0 : c]) : scale;
+}
+
+// ---------------------------------------------------------------------------------
+// Small kernels of the cuBLAS-composed path
+// ---------------------------------------------------------------------------------
+
+// h_pre += b_down; h = act(h_pre)
+template <typename T>
+__global__ void biasActKernel(float* hPre, const T* bDown, T* h, size_t n, int r, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float v = hPre[i] + toF(bDown[i % r]);
+    hPre[i] = v;
+    h[i] = fromF<T>(actForward(act, v));
+  }
+}
+
+template <typename T>
+__global__ void actKernel(const float* hPre, T* h, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    h[i] = fromF<T>(actForward(act, hPre[i]));
+}
+
+// out = residual + dropout(s ⊙ (z + b_up))
+template <typename T>
+__global__ void epilogueKernel(const T* z, const T* bUp, const T* res, const T* scaleT, int scaleLen, float scale,
+                               DropoutParams drop, T* out, size_t n, int d) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    int c = int(i % d);
+    float zz = toF(z[i]) + toF(bUp[c]);
+    out[i] = fromF<T>(toF(res[i]) + drop.at(i) * scaleAt(scaleT, scaleLen, scale, c) * zz);
+  }
+}
+
+// gm = dOut ⊙ mask (fp32, only when dScale is wanted); gs = gm ⊙ s
+template <typename T>
+__global__ void gradPrepKernel(const T* dOut, const T* scaleT, int scaleLen, float scale, DropoutParams drop, T* gs,
+                               float* gm, size_t n, int d) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    int c = int(i % d);
+    float g = toF(dOut[i]) * drop.at(i);
+    if (gm) gm[i] = g;
+    gs[i] = fromF<T>(g * scaleAt(scaleT, scaleLen, scale, c));
+  }
+}
+
+// dh_pre = dh ⊙ act'(h_pre), as fp32 (in place) and as T for the GEMMs
+template <typename T>
+__global__ void actGradKernel(float* dH, const float* hPre, T* dHpreT, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float v = dH[i] * actGrad(act, hPre[i]);
+    dH[i] = v;
+    dHpreT[i] = fromF<T>(v);
+  }
+}
+
+// out[c] = Σ_r x[r, c] (· y[r, c] + bias[c] when y is given): 32 columns x 8 row strips
+// per block, fixed summation order, so repeated runs agree bit for bit.
+template <typename T, typename Y>
+__global__ void colReduceKernel(const T* x, const Y* y, const Y* yBias, float* out, size_t rows, size_t cols) {
+  __shared__ float part[8][33];
+  size_t c = blockIdx.x * size_t(32) + threadIdx.x;
+  float s = 0.0f;
+  if (c < cols) {
+    float b = yBias ? toF(yBias[c]) : 0.0f;
+    for (size_t r = threadIdx.y; r < rows; r += 8) {
+      float v = toF(x[r * cols + c]);
+      if (y) v *= toF(y[r * cols + c]) + b;
+      s += v;
+    }
+  }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && c < cols) {
+    float t = 0.0f;
+    for (int k = 0; k < 8; k++) t += part[k][threadIdx.x];
+    out[c] = t;
+  }
+}
+
+// out[0] = Σ v (one block, fixed order)
+__global__ void sumKernel(const float* v, int n, float* out) {
+  __shared__ float part[256];
+  float s = 0.0f;
+  for (int i = threadIdx.x; i < n; i += 256) s += v[i];
+  part[threadIdx.x] = s;
+  __syncthreads();
+  for (int w = 128; w > 0; w >>= 1) {
+    if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[0] = part[0];
+}
+
+// Splits dUp_aug [d, r+16] (last block: column r = Σ dOut) into dUp [d, r] and dUpBias [d].
+__global__ void splitAugKernel(const float* aug, int d, int r, float* dUp, float* dUpB) {
+  int ld = r + 16;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < size_t(d) * ld; i += size_t(gridDim.x) * blockDim.x) {
+    int row = int(i / ld), col = int(i % ld);
+    if (col < r) dUp[size_t(row) * r + col] = aug[i];
+    else if (col == r) dUpB[row] = aug[i];
+  }
+}
+
+template <typename T, typename Y>
+void colReduce(int dev, const T* x, const Y* y, const Y* yBias, float* out, size_t rows, size_t cols) {
+  colReduceKernel<T, Y><<<unsigned((cols + 31) / 32), dim3(32, 8), 0, S(dev)>>>(x, y, yBias, out, rows, cols);
+}
+
+// ---------------------------------------------------------------------------------
+// Fused row-tile kernels
+// ---------------------------------------------------------------------------------
+
+// Which rows a tile covers and which adapter's weights it uses: contiguous rows for one
+// adapter, or (batched) a gathered list of row indices (-1 = empty slot) per tile.
+struct TileMap {
+  const int* rowIdx = nullptr;       // [tiles * 16] or nullptr
+  const int* tileAdapter = nullptr;  // [tiles] or nullptr (adapter 0)
+  const float* adapterScale = nullptr;  // [A] or nullptr (use the scalar / scale tensor)
+  __device__ __forceinline__ int row(int tile, int i, int N) const {
+    int r = rowIdx ? rowIdx[tile * kTileRows + i] : tile * kTileRows + i;
+    return r < N ? r : -1;
+  }
+  __device__ __forceinline__ int adapter(int tile) const { return tileAdapter ? tileAdapter[tile] : 0; }
+};
+
+template <typename T>
+struct FwdParams {
+  const T* x;
+  const T* res;  // residual; nullptr: x
+  const T *downW, *downB, *upW, *upB, *scaleT;
+  int scaleLen;
+  float scale;
+  DropoutParams drop;
+  T* out;
+  float* hPre;  // may be nullptr
+  int N, d, r;
+  Act act;
+  TileMap map;
+};
+
+constexpr int kChunk = 64;  // x columns staged in shared memory per step (WMMA kernel)
+constexpr int kWarps = 4;
+
+__host__ __device__ constexpr size_t align128(size_t n) { return (n + 127) / 128 * 128; }
+
+template <typename T>
+size_t wmmaForwardSmem(int r) {
+  return align128(kTileRows * (kChunk + 8) * sizeof(T)) + align128(kTileRows * r * sizeof(float)) +
+         align128(kTileRows * (r + 8) * sizeof(T)) + kWarps * 256 * sizeof(float);
+}
+
+// Tensor-core forward, bf16/fp16, d % 16 == 0, r % 16 == 0, r <= 256. One block of 4 warps
+// per 16-row tile: x streams through shared memory once for h_pre; h stays in shared
+// memory for the up-projection; out is written once with bias, scale, dropout and residual.
+template <typename T>
+__global__ void __launch_bounds__(128) fusedForwardWmma(FwdParams<T> p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* xs = reinterpret_cast<T*>(smem);
+  float* hp = reinterpret_cast<float*>(smem + align128(kTileRows * (kChunk + 8) * sizeof(T)));
+  T* hs = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(hp) + align128(kTileRows * p.r * sizeof(float)));
+  float* stg = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(hs) + align128(kTileRows * (p.r + 8) * sizeof(T)));
+  const int tile = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = p.d, r = p.r, xld = kChunk + 8, hld = r + 8;
+  const int k = p.map.adapter(tile);
+  const T* downW = p.downW + size_t(k) * r * d;
+  const T* downB = p.downB + size_t(k) * r;
+  const T* upW = p.upW + size_t(k) * d * r;
+  const T* upB = p.upB + size_t(k) * d;
+  __shared__ int rows[kTileRows];
+  if (threadIdx.x < kTileRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __syncthreads();
+
+  // h_pre[16, r] = x[16, d] · downᵀ: warp w owns column fragments w, w+4, …
+  const int rFrags = r / 16;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxFusedR / 16 / kWarps];
+#pragma unroll
+  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) wmma::fill_fragment(acc[q], 0.0f);
+  for (int k0 = 0; k0 < d; k0 += kChunk) {
+    int width = min(kChunk, d - k0);
+    // 16 rows x 64 columns, 8 elements (16 bytes) per thread
+    {
+      int rr = threadIdx.x / 8, cc = (threadIdx.x % 8) * 8;
+      int row = rows[rr];
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (row >= 0 && cc < width) v = *reinterpret_cast<const uint4*>(p.x + size_t(row) * d + k0 + cc);
+      *reinterpret_cast<uint4*>(xs + rr * xld + cc) = v;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < width; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::load_matrix_sync(a, xs + kk, xld);
+#pragma unroll
+      for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
+        int j = warp + q * kWarps;
+        if (j < rFrags) {
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+          wmma::load_matrix_sync(b, downW + size_t(j) * 16 * d + k0 + kk, d);
+          wmma::mma_sync(acc[q], a, b, acc[q]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
+    int j = warp + q * kWarps;
+    if (j < rFrags) wmma::store_matrix_sync(hp + j * 16, acc[q], r, wmma::mem_row_major);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kTileRows * r; i += blockDim.x) {
+    int rr = i / r, c = i % r;
+    float v = hp[i] + toF(downB[c]);
+    if (p.hPre && rows[rr] >= 0) p.hPre[size_t(rows[rr]) * r + c] = v;
+    hs[rr * hld + c] = fromF<T>(actForward(p.act, v));
+  }
+  __syncthreads();
+
+  // out[16, d] = residual + s ⊙ (h · upᵀ + b_up): warp w owns column fragments w, w+4, …
+  float* st = stg + warp * 256;
+  const float adapterScale = p.map.adapterScale ? p.map.adapterScale[k] : 0.0f;
+  for (int j = warp; j < d / 16; j += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z;
+    wmma::fill_fragment(z, 0.0f);
+    for (int kk = 0; kk < r; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
+      wmma::load_matrix_sync(a, hs + kk, hld);
+      wmma::load_matrix_sync(b, upW + size_t(j) * 16 * r + kk, r);
+      wmma::mma_sync(z, a, b, z);
+    }
+    wmma::store_matrix_sync(st, z, 16, wmma::mem_row_major);
+    __syncwarp();
+    int rr = lane / 2, c0 = (lane % 2) * 8;
+    int row = rows[rr];
+    if (row >= 0) {
+      const T* res = p.res ? p.res : p.x;
+      for (int e = 0; e < 8; e++) {
+        int c = j * 16 + c0 + e;
+        size_t i = size_t(row) * d + c;
+        float s = p.map.adapterScale ? adapterScale : scaleAt(p.scaleT, p.scaleLen, p.scale, c);
+        float zz = st[rr * 16 + c0 + e] + toF(upB[c]);
+        p.out[i] = fromF<T>(toF(res[i]) + p.drop.at(i) * s * zz);
+      }
+    }
+    __syncwarp();
+  }
+}
+
+constexpr int kSimtChunk = 32;
+
+template <typename T>
+size_t simtForwardSmem(int r) {
+  return (kTileRows * kSimtChunk + r * (kSimtChunk + 1) + kTileRows * r) * sizeof(float);
+}
+
+// Any dtype and shape with r <= 256 (fp32 math throughout): the fused path for fp32
+// and for shapes the tensor-core kernel does not take. 256 threads per 16-row tile.
+template <typename T>
+__global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  float* xs = reinterpret_cast<float*>(smem);        // [16][32]
+  float* ds = xs + kTileRows * kSimtChunk;           // [r][33]
+  float* hs = ds + p.r * (kSimtChunk + 1);           // [16][r]
+  const int tile = blockIdx.x, d = p.d, r = p.r;
+  const int k = p.map.adapter(tile);
+  const T* downW = p.downW + size_t(k) * r * d;
+  const T* downB = p.downB + size_t(k) * r;
+  const T* upW = p.upW + size_t(k) * d * r;
+  const T* upB = p.upB + size_t(k) * d;
+  __shared__ int rows[kTileRows];
+  if (threadIdx.x < kTileRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __syncthreads();
+
+  constexpr int kPer = kTileRows * kMaxFusedR / 256;  // outputs (row, j) per thread
+  float acc[kPer];
+#pragma unroll
+  for (int q = 0; q < kPer; q++) acc[q] = 0.0f;
+  for (int k0 = 0; k0 < d; k0 += kSimtChunk) {
+    int width = min(kSimtChunk, d - k0);
+    for (int i = threadIdx.x; i < kTileRows * kSimtChunk; i += blockDim.x) {
+      int rr = i / kSimtChunk, cc = i % kSimtChunk;
+      int row = rows[rr];
+      xs[i] = (row >= 0 && cc < width) ? toF(p.x[size_t(row) * d + k0 + cc]) : 0.0f;
+    }
+    for (int i = threadIdx.x; i < r * kSimtChunk; i += blockDim.x) {
+      int j = i / kSimtChunk, cc = i % kSimtChunk;
+      ds[j * (kSimtChunk + 1) + cc] = cc < width ? toF(downW[size_t(j) * d + k0 + cc]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < kPer; q++) {
+      int o = threadIdx.x + q * 256;
+      if (o < kTileRows * r) {
+        int rr = o / r, j = o % r;
+        float s = acc[q];
+        for (int kk = 0; kk < width; kk++) s += xs[rr * kSimtChunk + kk] * ds[j * (kSimtChunk + 1) + kk];
+        acc[q] = s;
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int q = 0; q < kPer; q++) {
+    int o = threadIdx.x + q * 256;
+    if (o < kTileRows * r) {
+      int rr = o / r, j = o % r;
+      float v = acc[q] + toF(downB[j]);
+      if (p.hPre && rows[rr] >= 0) p.hPre[size_t(rows[rr]) * r + j] = v;
+      hs[o] = actForward(p.act, v);
+    }
+  }
+  __syncthreads();
+  const T* res = p.res ? p.res : p.x;
+  const float adapterScale = p.map.adapterScale ? p.map.adapterScale[k] : 0.0f;
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float z[kTileRows];
+#pragma unroll
+    for (int rr = 0; rr < kTileRows; rr++) z[rr] = 0.0f;
+    const T* u = upW + size_t(c) * r;
+    for (int kk = 0; kk < r; kk++) {
+      float w = toF(u[kk]);
+#pragma unroll
+      for (int rr = 0; rr < kTileRows; rr++) z[rr] += hs[rr * r + kk] * w;
+    }
+    float b = toF(upB[c]);
+    float s = p.map.adapterScale ? adapterScale : scaleAt(p.scaleT, p.scaleLen, p.scale, c);
+#pragma unroll
+    for (int rr = 0; rr < kTileRows; rr++) {
+      int row = rows[rr];
+      if (row < 0) continue;
+      size_t i = size_t(row) * d + c;
+      p.out[i] = fromF<T>(toF(res[i]) + p.drop.at(i) * s * (z[rr] + b));
+    }
+  }
+}
+
+template <typename T>
+struct BwdParams {
+  const T* dOut;
+  const float* hPre;
+  const T *upW, *downW;
+  float scale;
+  T* dx;
+  T* dHpreT;      // [N, r]
+  float* dHpreF;  // [N, r]
+  T* hAug;        // [N, r + 16]: h, then a column of ones (for dUpBias), then zeros
+  int N, d, r;
+  Act act;
+  bool addDOut;
+};
+
+template <typename T>
+size_t wmmaBackwardSmem(int r) { return wmmaForwardSmem<T>(r); }
+
+// Tensor-core backward for the per-row chain (fixed scaling, no dropout): dh = s·dOut·up,
+// dh_pre = dh ⊙ act'(h_pre), dx = dh_pre·down (+ dOut). Writes dx once, plus the small
+// [N, r] tensors the weight-gradient GEMMs need.
+template <typename T>
+__global__ void __launch_bounds__(128) fusedBackwardWmma(BwdParams<T> p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* gsS = reinterpret_cast<T*>(smem);
+  float* hp = reinterpret_cast<float*>(smem + align128(kTileRows * (kChunk + 8) * sizeof(T)));
+  T* hs = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(hp) + align128(kTileRows * p.r * sizeof(float)));
+  float* stg = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(hs) + align128(kTileRows * (p.r + 8) * sizeof(T)));
+  const int tile = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int d = p.d, r = p.r, gld = kChunk + 8, hld = r + 8;
+  __shared__ int rows[kTileRows];
+  if (threadIdx.x < kTileRows) {
+    int row = tile * kTileRows + threadIdx.x;
+    rows[threadIdx.x] = row < p.N ? row : -1;
+  }
+  __syncthreads();
+
+  const int rFrags = r / 16;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxFusedR / 16 / kWarps];
+#pragma unroll
+  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) wmma::fill_fragment(acc[q], 0.0f);
+  for (int k0 = 0; k0 < d; k0 += kChunk) {
+    int width = min(kChunk, d - k0);
+    {
+      int rr = threadIdx.x / 8, cc = (threadIdx.x % 8) * 8;
+      int row = rows[rr];
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (row >= 0 && cc < width) v = *reinterpret_cast<const uint4*>(p.dOut + size_t(row) * d + k0 + cc);
+      *reinterpret_cast<uint4*>(gsS + rr * gld + cc) = v;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < width; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::load_matrix_sync(a, gsS + kk, gld);
+#pragma unroll
+      for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
+        int j = warp + q * kWarps;
+        if (j < rFrags) {
+          // up is [d, r] row-major: as B (K = d rows, N = r columns) it is row-major with ld r
+          wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+          wmma::load_matrix_sync(b, p.upW + size_t(k0 + kk) * r + j * 16, r);
+          wmma::mma_sync(acc[q], a, b, acc[q]);
+        }
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
+    int j = warp + q * kWarps;
+    if (j < rFrags) wmma::store_matrix_sync(hp + j * 16, acc[q], r, wmma::mem_row_major);
+  }
+  __syncthreads();
+  const int augLd = r + 16;
+  for (int i = threadIdx.x; i < kTileRows * augLd; i += blockDim.x) {
+    int rr = i / augLd, c = i % augLd;
+    int row = rows[rr];
+    if (c < r) {
+      float pre = row >= 0 ? p.hPre[size_t(row) * r + c] : 0.0f;
+      float g = p.scale * hp[rr * r + c] * actGrad(p.act, pre);
+      hs[rr * hld + c] = fromF<T>(g);
+      if (row >= 0) {
+        p.dHpreT[size_t(row) * r + c] = fromF<T>(g);
+        p.dHpreF[size_t(row) * r + c] = g;
+        p.hAug[size_t(row) * augLd + c] = fromF<T>(actForward(p.act, pre));
+      }
+    } else if (row >= 0) {
+      p.hAug[size_t(row) * augLd + c] = fromF<T>(c == r ? 1.0f : 0.0f);
+    }
+  }
+  __syncthreads();
+
+  // dx[16, d] = dh_pre · down (+ dOut): down is [r, d] row-major = B (K = r, N = d), ld d
+  float* st = stg + warp * 256;
+  for (int j = warp; j < d / 16; j += kWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z;
+    wmma::fill_fragment(z, 0.0f);
+    for (int kk = 0; kk < r; kk += 16) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
+      wmma::load_matrix_sync(a, hs + kk, hld);
+      wmma::load_matrix_sync(b, p.downW + size_t(kk) * d + j * 16, d);
+      wmma::mma_sync(z, a, b, z);
+    }
+    wmma::store_matrix_sync(st, z, 16, wmma::mem_row_major);
+    __syncwarp();
+    int rr = lane / 2, c0 = (lane % 2) * 8;
+    int row = rows[rr];
+    if (row >= 0) {
+      for (int e = 0; e < 8; e++) {
+        size_t i = size_t(row) * d + j * 16 + c0 + e;
+        float v = st[rr * 16 + c0 + e];
+        if (p.addDOut) v += toF(p.dOut[i]);
+        p.dx[i] = fromF<T>(v);
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// ---------------------------------------------------------------------------------
+// Host side
+// ---------------------------------------------------------------------------------
+
+bool tensorCoreType(DType t) { return t == DType::BF16 || t == DType::F16; }
+
+bool wmmaFits(const AdapterArgs& a) {
+  return tensorCoreType(a.dtype) && a.d % 16 == 0 && a.r % 16 == 0 && a.r <= kMaxFusedR;
+}
+
+bool fusedForwardFits(const AdapterArgs& a) { return a.r <= kMaxFusedR; }
+
+bool fusedBackwardFits(const AdapterArgs& a) { return wmmaFits(a) && !a.scaleT && a.dropout <= 0.0f; }
+
+template <typename T>
+FwdParams<T> fwdParams(const AdapterArgs& a, void* out, float* hPre) {
+  FwdParams<T> p{static_cast<const T*>(a.x), static_cast<const T*>(a.residual), static_cast<const T*>(a.downW),
+                 static_cast<const T*>(a.downB), static_cast<const T*>(a.upW), static_cast<const T*>(a.upB),
+                 static_cast<const T*>(a.scaleT), a.scaleLen, a.scale, DropoutParams(a), static_cast<T*>(out), hPre,
+                 a.N, a.d, a.r, a.act, TileMap{}};
+  return p;
+}
+
+// Launches the fused forward over `tiles` row tiles (map gives rows and adapters).
+void launchFusedForward(int dev, const AdapterArgs& a, void* out, float* hPre, int tiles, TileMap map,
+                        const char* op) {
+  if (tiles == 0) return;
+  if (wmmaFits(a)) {
+    dispatchFloat(a.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
+        FwdParams<T> p = fwdParams<T>(a, out, hPre);
+        p.map = map;
+        size_t sm = wmmaForwardSmem<T>(a.r);
+        check(cudaFuncSetAttribute(fusedForwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
+              "cudaFuncSetAttribute");
+        fusedForwardWmma<T><<<tiles, 128, sm, S(dev)>>>(p);
+      }
+    });
+  } else {
+    dispatchFloat(a.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      if constexpr (!std::is_same<T, int>::value) {
+        FwdParams<T> p = fwdParams<T>(a, out, hPre);
+        p.map = map;
+        size_t sm = simtForwardSmem<T>(a.r);
+        check(cudaFuncSetAttribute(fusedForwardSimt<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
+              "cudaFuncSetAttribute");
+        fusedForwardSimt<T><<<tiles, 256, sm, S(dev)>>>(p);
+      }
+    });
+  }
+  checkLaunch(op);
+}
+
+void forwardCublas(int dev, const AdapterArgs& a, void* out, float* hPre) {
+  const char* op = "adapterForward";
+  size_t es = dtypeSize(a.dtype), nr = size_t(a.N) * a.r, nd = size_t(a.N) * a.d;
+  gemmEx(dev, a.dtype, DType::F32, false, true, a.N, a.r, a.d, 1.0f, a.x, a.d, 0, a.downW, a.d, 0, 0.0f, hPre, a.r, 0,
+         1, op);
+  Scratch h(dev, nr * es), z(dev, nd * es);
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    biasActKernel<T><<<blocksFor(nr, kThreads), kThreads, 0, S(dev)>>>(hPre, static_cast<const T*>(a.downB),
+                                                                      h.as<T>(), nr, a.r, a.act);
+  });
+  checkLaunch(op);
+  gemm(dev, a.dtype, false, true, a.N, a.d, a.r, 1.0f, h.p, a.r, 0, a.upW, a.r, 0, 0.0f, z.p, a.d, 0, 1, op);
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* res = static_cast<const T*>(a.residual ? a.residual : a.x);
+    epilogueKernel<T><<<blocksFor(nd, kThreads), kThreads, 0, S(dev)>>>(
+        z.as<T>(), static_cast<const T*>(a.upB), res, static_cast<const T*>(a.scaleT), a.scaleLen, a.scale,
+        DropoutParams(a), static_cast<T*>(out), nd, a.d);
+  });
+  checkLaunch(op);
+}
+
+void backwardCublas(int dev, const AdapterArgs& a, const void* dOut, const float* hPre, const AdapterGrads& g) {
+  const char* op = "adapterBackward";
+  size_t es = dtypeSize(a.dtype), nr = size_t(a.N) * a.r, nd = size_t(a.N) * a.d;
+  Scratch gs(dev, nd * es), h(dev, nr * es), dH(dev, nr * 4), dHpreT(dev, nr * es);
+  std::unique_ptr<Scratch> gm;
+  if (g.dScale) gm.reset(new Scratch(dev, nd * 4));
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    gradPrepKernel<T><<<blocksFor(nd, kThreads), kThreads, 0, S(dev)>>>(
+        static_cast<const T*>(dOut), static_cast<const T*>(a.scaleT), a.scaleLen, a.scale, DropoutParams(a),
+        gs.as<T>(), gm ? gm->as<float>() : nullptr, nd, a.d);
+    actKernel<T><<<blocksFor(nr, kThreads), kThreads, 0, S(dev)>>>(hPre, h.as<T>(), nr, a.act);
+  });
+  checkLaunch(op);
+  if (g.dScale) {  // dScale = Σ gm ⊙ (h·upᵀ + b_up)
+    Scratch z(dev, nd * es), perChannel(dev, size_t(a.d) * 4);
+    gemm(dev, a.dtype, false, true, a.N, a.d, a.r, 1.0f, h.p, a.r, 0, a.upW, a.r, 0, 0.0f, z.p, a.d, 0, 1, op);
+    dispatchFloat(a.dtype, [&](auto tag) {
+      using T = decltype(tag);
+      float* target = a.scaleLen == 1 ? perChannel.as<float>() : g.dScale;
+      colReduce<float, T>(dev, gm->as<float>(), z.as<T>(), static_cast<const T*>(a.upB), target, a.N, a.d);
+      if (a.scaleLen == 1) sumKernel<<<1, 256, 0, S(dev)>>>(perChannel.as<float>(), a.d, g.dScale);
+    });
+    checkLaunch(op);
+  }
+  // dUp = gsᵀ·h [d, r]; dUpBias = Σ gs
+  gemmEx(dev, a.dtype, DType::F32, true, false, a.d, a.r, a.N, 1.0f, gs.p, a.d, 0, h.p, a.r, 0, 0.0f, g.dUpW, a.r, 0,
+         1, op);
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    colReduce<T, float>(dev, gs.as<T>(), nullptr, nullptr, g.dUpB, a.N, a.d);
+  });
+  // dh = gs·up [N, r]; dh_pre = dh ⊙ act'(h_pre)
+  gemmEx(dev, a.dtype, DType::F32, false, false, a.N, a.r, a.d, 1.0f, gs.p, a.d, 0, a.upW, a.r, 0, 0.0f, dH.p, a.r, 0,
+         1, op);
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    actGradKernel<T><<<blocksFor(nr, kThreads), kThreads, 0, S(dev)>>>(dH.as<float>(), hPre, dHpreT.as<T>(), nr,
+                                                                      a.act);
+  });
+  checkLaunch(op);
+  // dDown = dh_preᵀ·x [r, d]; dDownBias = Σ dh_pre
+  gemmEx(dev, a.dtype, DType::F32, true, false, a.r, a.d, a.N, 1.0f, dHpreT.p, a.r, 0, a.x, a.d, 0, 0.0f, g.dDownW,
+         a.d, 0, 1, op);
+  colReduce<float, float>(dev, dH.as<float>(), nullptr, nullptr, g.dDownB, a.N, a.r);
+  // dx = dh_pre·down (+ dOut)
+  if (g.addDOutToDx) copyDeviceToDevice(dev, dOut, dev, g.dx, nd * es, op);
+  gemm(dev, a.dtype, false, false, a.N, a.d, a.r, 1.0f, dHpreT.p, a.r, 0, a.downW, a.d, 0,
+       g.addDOutToDx ? 1.0f : 0.0f, g.dx, a.d, 0, 1, op);
+  checkLaunch(op);
+}
+
+void backwardFused(int dev, const AdapterArgs& a, const void* dOut, const float* hPre, const AdapterGrads& g) {
+  const char* op = "adapterBackward";
+  size_t es = dtypeSize(a.dtype), nr = size_t(a.N) * a.r;
+  int augLd = a.r + 16;
+  Scratch dHpreT(dev, nr * es), dHpreF(dev, nr * 4), hAug(dev, size_t(a.N) * augLd * es),
+      upAug(dev, size_t(a.d) * augLd * 4);
+  int tiles = (a.N + kTileRows - 1) / kTileRows;
+  dispatchFloat(a.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
+      BwdParams<T> p{static_cast<const T*>(dOut), hPre, static_cast<const T*>(a.upW), static_cast<const T*>(a.downW),
+                     a.scale, static_cast<T*>(g.dx), dHpreT.as<T>(), dHpreF.as<float>(), hAug.as<T>(), a.N, a.d, a.r,
+                     a.act, g.addDOutToDx};
+      size_t sm = wmmaBackwardSmem<T>(a.r);
+      check(cudaFuncSetAttribute(fusedBackwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
+            "cudaFuncSetAttribute");
+      if (tiles) fusedBackwardWmma<T><<<tiles, 128, sm, S(dev)>>>(p);
+    }
+  });
+  checkLaunch(op);
+  // [dUp | dUpBias] = s·dOutᵀ·[h | 1]: one GEMM reads dOut once for both
+  gemmEx(dev, a.dtype, DType::F32, true, false, a.d, augLd, a.N, a.scale, dOut, a.d, 0, hAug.p, augLd, 0, 0.0f,
+         upAug.p, augLd, 0, 1, op);
+  splitAugKernel<<<blocksFor(size_t(a.d) * augLd, kThreads), kThreads, 0, S(dev)>>>(upAug.as<float>(), a.d, a.r,
+                                                                                    g.dUpW, g.dUpB);
+  checkLaunch(op);
+  gemmEx(dev, a.dtype, DType::F32, true, false, a.r, a.d, a.N, 1.0f, dHpreT.p, a.r, 0, a.x, a.d, 0, 0.0f, g.dDownW,
+         a.d, 0, 1, op);
+  colReduce<float, float>(dev, dHpreF.as<float>(), nullptr, nullptr, g.dDownB, a.N, a.r);
+  checkLaunch(op);
+}
+
+std::string fitError(const AdapterArgs& a, const char* what) {
+  return std::string(what) + " (d=" + std::to_string(a.d) + ", r=" + std::to_string(a.r) + ", " + dtypeName(a.dtype) +
+         (a.scaleT ? ", learned scaling" : "") + (a.dropout > 0 ? ", dropout" : "") + ")";
+}
+
+}  // namespace
+
+std::string adapterForward(int dev, const AdapterArgs& a, void* out, float* hPre, const std::string& path) {
+  DeviceGuard guard(dev, "adapterForward");
+  bool fused = path == "fused" || (path == "auto" && fusedForwardFits(a));
+  if (path == "fused" && !fusedForwardFits(a))
+    throw std::runtime_error(fitError(a, "adapterForward: the fused path needs r <= 256"));
+  if (a.N == 0) return fused ? "fused" : "cublas";
+  if (fused) {
+    launchFusedForward(dev, a, out, hPre, (a.N + kTileRows - 1) / kTileRows, TileMap{}, "adapterForward");
+    return wmmaFits(a) ? "fused" : "fused-simt";
+  }
+  forwardCublas(dev, a, out, hPre);
+  return "cublas";
+}
+
+std::string adapterBackward(int dev, const AdapterArgs& a, const void* dOut, const float* hPre,
+                            const AdapterGrads& g, const std::string& path) {
+  DeviceGuard guard(dev, "adapterBackward");
+  bool fused = path == "fused" || (path == "auto" && fusedBackwardFits(a));
+  if (path == "fused" && !fusedBackwardFits(a))
+    throw std::runtime_error(fitError(a,
+        "adapterBackward: the fused path needs bf16/fp16, d and r multiples of 16, r <= 256, fixed scaling, no dropout"));
+  if (a.N == 0) {
+    throw std::runtime_error("adapterBackward: x has no rows");
+  }
+  if (fused) backwardFused(dev, a, dOut, hPre, g);
+  else backwardCublas(dev, a, dOut, hPre, g);
+  return fused ? "fused" : "cublas";
+}
+
+std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, const std::string& path) {
+  const char* op = "adapterForwardBatched";
+  const AdapterArgs& a = b.base;
+  if (path == "cublas") throw std::runtime_error("adapterForwardBatched: only the fused path serves many adapters");
+  if (!fusedForwardFits(a)) throw std::runtime_error(fitError(a, "adapterForwardBatched: CUDA needs r <= 256"));
+  DeviceGuard guard(dev, op);
+  // Rows grouped by adapter into 16-row tiles (a counting sort on the host); rows routed to
+  // no adapter (-1) are covered by copying x into out first.
+  std::vector<std::vector<int>> rows(b.numAdapters);
+  for (int n = 0; n < a.N; n++)
+    if (b.rowAdapter[n] >= 0) rows[b.rowAdapter[n]].push_back(n);
+  std::vector<int> rowIdx, tileAdapter;
+  for (int k = 0; k < b.numAdapters; k++)
+    for (size_t i = 0; i < rows[k].size(); i += kTileRows) {
+      tileAdapter.push_back(k);
+      for (size_t j = 0; j < size_t(kTileRows); j++) rowIdx.push_back(i + j < rows[k].size() ? rows[k][i + j] : -1);
+    }
+  size_t nd = size_t(a.N) * a.d, es = dtypeSize(a.dtype);
+  copyDeviceToDevice(dev, a.x, dev, out, nd * es, op);
+  int tiles = int(tileAdapter.size());
+  if (tiles == 0) return wmmaFits(a) ? "fused" : "fused-simt";
+  Scratch dRows(dev, rowIdx.size() * 4), dTiles(dev, tileAdapter.size() * 4), dScales(dev, size_t(b.numAdapters) * 4);
+  copyHostToDevice(dev, dRows.p, rowIdx.data(), rowIdx.size() * 4, op);
+  copyHostToDevice(dev, dTiles.p, tileAdapter.data(), tileAdapter.size() * 4, op);
+  copyHostToDevice(dev, dScales.p, b.scales, size_t(b.numAdapters) * 4, op);
+  TileMap map{dRows.as<int>(), dTiles.as<int>(), dScales.as<float>()};
+  AdapterArgs fa = a;
+  fa.residual = nullptr;
+  fa.scaleT = nullptr;
+  fa.dropout = 0.0f;
+  launchFusedForward(dev, fa, out, nullptr, tiles, map, op);
+  return wmmaFits(a) ? "fused" : "fused-simt";
+}
+
+}  // namespace cuda
+}  // namespace fa

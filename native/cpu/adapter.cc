@@ -1,0 +1,212 @@
+#include "adapter.h"
+
+#include <vector>
+
+#include "../philox.h"
+#include "basic.h"
+#include "parallel.h"
+
+namespace fa {
+namespace cpu {
+
+namespace {
+
+// An fp32 view of host data: the pointer itself for float32, else a converted copy.
+class F32View {
+ public:
+  F32View(DType t, const void* p, size_t n) {
+    if (t == DType::F32 || !p) {
+      ptr_ = static_cast<const float*>(p);
+    } else {
+      copy_.resize(n);
+      toFloat(t, p, copy_.data(), n);
+      ptr_ = copy_.data();
+    }
+  }
+  const float* get() const { return ptr_; }
+
+ private:
+  const float* ptr_ = nullptr;
+  std::vector<float> copy_;
+};
+
+void sgemm(bool tA, bool tB, int M, int N, int K, const float* A, const float* B, float* C) {
+  gemm(DType::F32, tA, tB, M, N, K, 1.0f, A, tA ? M : K, 0, B, tB ? K : N, 0, 0.0f, C, N, 0, 1, "adapter");
+}
+
+size_t rowGrain(int d) { return std::max<size_t>(1, (1 << 15) / std::max(d, 1)); }
+
+// The scaling of channel c: a tensor (scaleLen 1 or d) or the scalar.
+struct Scale {
+  std::vector<float> v;
+  float s = 1.0f;
+  Scale(const AdapterArgs& a) : s(a.scale) {
+    if (a.scaleT) {
+      v.resize(a.scaleLen);
+      loadToFloat(a.dtype, a.scaleT, v.data(), a.scaleLen);
+    }
+  }
+  float at(int c) const { return v.empty() ? s : v.size() == 1 ? v[0] : v[c]; }
+};
+
+// h_pre = x·downᵀ + b_down; h = act(h_pre)
+void bottleneck(const AdapterArgs& a, const float* x, std::vector<float>& hPre, std::vector<float>& h) {
+  F32View dw(a.dtype, a.downW, size_t(a.r) * a.d), db(a.dtype, a.downB, a.r);
+  hPre.resize(size_t(a.N) * a.r);
+  h.resize(hPre.size());
+  sgemm(false, true, a.N, a.r, a.d, x, dw.get(), hPre.data());
+  parallelFor(a.N, rowGrain(a.r), [&](size_t n0, size_t n1) {
+    for (size_t n = n0; n < n1; n++)
+      for (int j = 0; j < a.r; j++) {
+        float& v = hPre[n * a.r + j];
+        v += db.get()[j];
+        h[n * a.r + j] = actForward(a.act, v);
+      }
+  });
+}
+
+// z = h·upᵀ + b_up, written into z [N, d]
+void upProject(const AdapterArgs& a, const std::vector<float>& h, std::vector<float>& z) {
+  F32View uw(a.dtype, a.upW, size_t(a.d) * a.r), ub(a.dtype, a.upB, a.d);
+  z.resize(size_t(a.N) * a.d);
+  sgemm(false, true, a.N, a.d, a.r, h.data(), uw.get(), z.data());
+  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+    for (size_t n = n0; n < n1; n++)
+      for (int c = 0; c < a.d; c++) z[n * a.d + c] += ub.get()[c];
+  });
+}
+
+// The dropout factor of element i: 0 or 1/(1-p) (1 without dropout).
+struct Dropout {
+  bool on;
+  uint32_t threshold;
+  float keepScale;
+  uint64_t seed;
+  explicit Dropout(const AdapterArgs& a)
+      : on(a.dropout > 0.0f), threshold(dropoutThreshold(a.dropout)), keepScale(1.0f / (1.0f - a.dropout)),
+        seed(a.seed) {}
+  float at(uint64_t i) const {
+    if (!on) return 1.0f;
+    return philoxWord(seed, kDropoutStream, i) >= threshold ? keepScale : 0.0f;
+  }
+};
+
+}  // namespace
+
+void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
+  size_t nd = size_t(a.N) * a.d;
+  F32View x(a.dtype, a.x, nd);
+  std::vector<float> hPre, h, z;
+  bottleneck(a, x.get(), hPre, h);
+  if (hPreOut) std::copy(hPre.begin(), hPre.end(), hPreOut);
+  upProject(a, h, z);
+  F32View res(a.dtype, a.residual, a.residual ? nd : 0);
+  const float* r = a.residual ? res.get() : x.get();
+  Scale s(a);
+  Dropout drop(a);
+  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+    for (size_t n = n0; n < n1; n++)
+      for (int c = 0; c < a.d; c++) {
+        size_t i = n * a.d + c;
+        z[i] = r[i] + drop.at(i) * s.at(c) * z[i];
+      }
+  });
+  fromFloat(a.dtype, z.data(), out, nd);
+}
+
+void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPre, const AdapterGrads& g) {
+  size_t nd = size_t(a.N) * a.d, nr = size_t(a.N) * a.r;
+  F32View x(a.dtype, a.x, nd), dOut(a.dtype, dOutRaw, nd);
+  F32View dw(a.dtype, a.downW, size_t(a.r) * a.d), uw(a.dtype, a.upW, size_t(a.d) * a.r);
+  Scale s(a);
+  Dropout drop(a);
+
+  std::vector<float> h(nr);
+  parallelFor(nr, 1 << 14, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) h[i] = actForward(a.act, hPre[i]);
+  });
+
+  // gm = dOut ⊙ mask (the gradient reaching s⊙z); gs = gm ⊙ s (reaching z)
+  std::vector<float> gm(nd), gs(nd);
+  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+    for (size_t n = n0; n < n1; n++)
+      for (int c = 0; c < a.d; c++) {
+        size_t i = n * a.d + c;
+        gm[i] = dOut.get()[i] * drop.at(i);
+        gs[i] = gm[i] * s.at(c);
+      }
+  });
+
+  if (g.dScale) {  // dScale = Σ gm ⊙ z, per channel or in total
+    std::vector<float> z;
+    upProject(a, h, z);
+    for (size_t i = 0; i < nd; i++) z[i] *= gm[i];
+    std::vector<float> perChannel(a.d);
+    colSum(DType::F32, z.data(), perChannel.data(), a.N, a.d);
+    if (a.scaleLen == 1) {
+      double t = 0;
+      for (float v : perChannel) t += v;
+      g.dScale[0] = float(t);
+    } else {
+      std::copy(perChannel.begin(), perChannel.end(), g.dScale);
+    }
+  }
+
+  sgemm(true, false, a.d, a.r, a.N, gs.data(), h.data(), g.dUpW);  // [d, r] = gsᵀ·h
+  colSum(DType::F32, gs.data(), g.dUpB, a.N, a.d);
+
+  std::vector<float> dH(nr);
+  sgemm(false, false, a.N, a.r, a.d, gs.data(), uw.get(), dH.data());  // [N, r] = gs·up
+  parallelFor(nr, 1 << 14, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; i++) dH[i] *= actGrad(a.act, hPre[i]);
+  });
+
+  sgemm(true, false, a.r, a.d, a.N, dH.data(), x.get(), g.dDownW);  // [r, d] = dHpreᵀ·x
+  colSum(DType::F32, dH.data(), g.dDownB, a.N, a.r);
+
+  std::vector<float> dx(nd);
+  sgemm(false, false, a.N, a.d, a.r, dH.data(), dw.get(), dx.data());  // [N, d] = dHpre·down
+  if (g.addDOutToDx) {
+    parallelFor(nd, 1 << 15, [&](size_t i0, size_t i1) {
+      for (size_t i = i0; i < i1; i++) dx[i] += dOut.get()[i];
+    });
+  }
+  fromFloat(a.dtype, dx.data(), g.dx, nd);
+}
+
+void adapterForwardBatched(const BatchedArgs& b, void* out) {
+  const AdapterArgs& base = b.base;
+  size_t es = dtypeSize(base.dtype);
+  size_t rowBytes = size_t(base.d) * es;
+  // Rows of each adapter, in order; -1 rows pass x through unchanged.
+  std::vector<std::vector<int>> rows(b.numAdapters);
+  for (int n = 0; n < base.N; n++) {
+    int k = b.rowAdapter[n];
+    if (k < 0) std::memcpy(static_cast<char*>(out) + n * rowBytes, static_cast<const char*>(base.x) + n * rowBytes, rowBytes);
+    else rows[k].push_back(n);
+  }
+  for (int k = 0; k < b.numAdapters; k++) {
+    if (rows[k].empty()) continue;
+    int m = int(rows[k].size());
+    std::vector<char> xs(size_t(m) * rowBytes), os(size_t(m) * rowBytes);
+    for (int i = 0; i < m; i++)
+      std::memcpy(xs.data() + i * rowBytes, static_cast<const char*>(base.x) + size_t(rows[k][i]) * rowBytes, rowBytes);
+    AdapterArgs a = base;
+    a.N = m;
+    a.x = xs.data();
+    a.residual = nullptr;
+    a.downW = static_cast<const char*>(base.downW) + size_t(k) * base.r * base.d * es;
+    a.downB = static_cast<const char*>(base.downB) + size_t(k) * base.r * es;
+    a.upW = static_cast<const char*>(base.upW) + size_t(k) * base.d * base.r * es;
+    a.upB = static_cast<const char*>(base.upB) + size_t(k) * base.d * es;
+    a.scaleT = nullptr;
+    a.scale = b.scales[k];
+    a.dropout = 0.0f;
+    adapterForward(a, os.data(), nullptr);
+    for (int i = 0; i < m; i++)
+      std::memcpy(static_cast<char*>(out) + size_t(rows[k][i]) * rowBytes, os.data() + i * rowBytes, rowBytes);
+  }
+}
+
+}  // namespace cpu
+}  // namespace fa

@@ -5,6 +5,6 @@ export const {
   buildInfo, devices, defaultDevice, memoryStats, synchronize,
   Tensor, tensor, empty, full, zeros, ones, randn, rand,
   matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad,
-  adapterForward, adapterBackward, adapterForwardBatched,
+  adapterForward, adapterBackward, adapterForwardBatched, BottleneckAdapter, PARAM_NAMES,
 } = cjs;
 export default cjs;

@@ -9,3 +9,5 @@ export { adapterForward, adapterBackward, adapterForwardBatched } from './adapte
 export type {
   Activation, AdapterPath, AdapterWeights, AdapterOptions, AdapterSaved, AdapterGradients, StackedAdapterWeights,
 } from './adapters/functional';
+export { BottleneckAdapter, PARAM_NAMES } from './adapters/bottleneck';
+export type { BottleneckAdapterConfig, AdapterInit, AdapterScaling } from './adapters/bottleneck';

@@ -1,4 +1,5 @@
-import { add, cast, colSum, fill, matmul, mul, randn, rowSum, scale, sub, tensor, zeros } from '../lib';
+import { activation, activationGrad, add, cast, colSum, fill, matmul, mul, randn, rowSum, scale, sub, tensor, zeros } from '../lib';
+import { act } from './adapterRef';
 import { expectClose, refMatmul, rng, roundBf16 } from './helpers';
 
 describe('matmul', () => {
@@ -95,6 +96,21 @@ describe('elementwise, sums, casts', () => {
     const av = a.toArray();
     const bv = b.toArray();
     expect(Array.from(add(a, b).toArray())).toEqual(Array.from(av).map((v, i) => roundBf16(v + bv[i])));
+  });
+
+  test('activations and their gradients match float64 (gradient by central differences)', () => {
+    const xs = Float64Array.from(A, (v) => v * 3);
+    const x = tensor(xs, [6, 7]);
+    const dy = tensor(B, [6, 7]);
+    for (const name of ['relu', 'gelu', 'gelu_tanh', 'silu', 'identity'] as const) {
+      const xv = x.toArray();
+      expectClose(activation(x, name).toArray(), Array.from(xv, (v) => act(name, v)), 1e-6, 1e-7);
+      const h = 1e-4;
+      const num = Array.from(xv, (v, i) => B[i] * (act(name, v + h) - act(name, v - h)) / (2 * h));
+      expectClose(activationGrad(x, dy, name).toArray(), num, 1e-5, 1e-5);
+    }
+    expect(() => activation(x, 'tanh' as never)).toThrow(/activation: argument 'activation' must be one of/);
+    expect(() => activationGrad(x, randn([7]), 'relu')).toThrow(/activationGrad: argument 'dy' has shape \[7\], 'x' has \[6, 7\]/);
   });
 
   test('cast and fill', () => {

@@ -1,5 +1,5 @@
 // Every basic CUDA op against the CPU op on fresh random inputs, outputs poisoned first.
-import { add, cast, colSum, fill, matmul, memoryStats, mul, randn, rand, rowSum, scale, synchronize, tensor, Tensor } from '../../lib';
+import { activation, activationGrad, add, cast, colSum, fill, matmul, memoryStats, mul, randn, rand, rowSum, scale, synchronize, tensor, Tensor } from '../../lib';
 import { describeGpu, expectClose, poisonNext } from '../helpers';
 
 const dev = 'cuda:0';
@@ -46,6 +46,17 @@ describeGpu('CUDA basic ops match the CPU', () => {
       for (const [cpu, gpu] of cases) {
         poisonNext([123, 457], dtype, dev);
         expectClose(gpu().toArray(), cpu().toArray(), tol[dtype], 1e-6);
+      }
+    });
+
+    test(`activation and activationGrad ${dtype}`, () => {
+      const [x, xd] = both([77, 1001], dtype);
+      const [dy, dyd] = both([77, 1001], dtype);
+      for (const name of ['relu', 'gelu', 'gelu_tanh', 'silu', 'identity'] as const) {
+        poisonNext([77, 1001], dtype, dev);
+        expectClose(activation(xd, name).toArray(), activation(x, name).toArray(), tol[dtype], 1e-6);
+        poisonNext([77, 1001], dtype, dev);
+        expectClose(activationGrad(xd, dyd, name).toArray(), activationGrad(x, dy, name).toArray(), tol[dtype], 1e-6);
       }
     });
 

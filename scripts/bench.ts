@@ -29,7 +29,7 @@ export interface Suite {
 
 // Loaded lazily: a suite may need things (model files, memory) the others do not.
 const SUITES: Record<string, () => Promise<Suite>> = {
-  adapter: async () => (await import('./bench_adapter')).adapterSuite,
+  adapter: async () => (await import('./bench_adapter.js')).adapterSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]
@@ -40,7 +40,12 @@ const USAGE = `usage: node dist/scripts/bench.js [suite] [options]
   --python PATH     a Python with torch for the PyTorch comparison (default: python3, /usr/bin/python3)
   --no-torch        skip the PyTorch comparison`;
 
-class UsageError extends Error {}
+/** A bad command line: reported with exit code 2 (and the usage, unless it would not help). */
+class UsageError extends Error {
+  constructor(message: string, readonly showUsage = true) {
+    super(message);
+  }
+}
 
 export function deviceKind(device: string): 'cpu' | 'cuda' {
   return device === 'cpu' ? 'cpu' : 'cuda';
@@ -84,7 +89,7 @@ function normaliseDevice(device: string): string {
   const info = buildInfo();
   // Fail once, clearly, rather than in every cell.
   if (device !== 'cpu' && !info.cudaUsable)
-    throw new UsageError(`device ${device} requested but CUDA is not usable: ${info.cudaReason ?? 'unknown reason'}`);
+    throw new UsageError(`device ${device} requested but CUDA is not usable: ${info.cudaReason ?? 'unknown reason'}`, false);
   return device;
 }
 
@@ -269,7 +274,7 @@ async function main(): Promise<void> {
     opts = parseArgs(process.argv.slice(2));
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
-    console.error(`bench: ${e.message}\n${USAGE}`);
+    console.error(`bench: ${e.message}${e.showUsage ? `\n${USAGE}` : ''}`);
     process.exitCode = 2;
     return;
   }

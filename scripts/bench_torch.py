@@ -14,7 +14,7 @@ and prints one JSON object on stdout (progress and warnings go to stderr):
 
     {"version", "device", "deviceName", "threads", "tf32", "compile": {"available", "note"},
      "rows": [{"d", "r", "N", "dtype", "pass": "forward"|"backward",
-               "variant": "eager"|"compile", "ms", "runs", "error"?}]}
+               "variant": "eager"|"compile", "ms", "runs", "backwardGraph"?, "error"?}]}
 
 Timing matches bench.ts: each run is timed alone (CUDA events around it on CUDA,
 time.perf_counter on the CPU), after a warm-up, and the median is reported.
@@ -65,31 +65,36 @@ class Timer:
         return (time.perf_counter() - t0) * 1e3
 
 
-def measure(timer, fn, spec):
-    """Median ms of the timed runs after the warm-up, and how many runs were timed."""
-    warm = [timer.time_ms(fn) for _ in range(spec["warmup"])]
+def measure(timer, fn, spec, prepare=None):
+    """Median ms of the timed runs after the warm-up, and how many runs were timed.
+
+    prepare (optional) runs untimed before every run and returns the argument of fn.
+    """
+    def once():
+        arg = prepare() if prepare else None
+        return timer.time_ms(lambda: fn(arg))
+
+    warm = [once() for _ in range(spec["warmup"])]
     runs = spec["runs"]
     if not timer.cuda and warm:
         # The warm-up median estimates one run: cap the CPU cell at budgetMs.
         estimate = max(statistics.median(warm), 1e-3)
         runs = max(spec["minRuns"], min(runs, int(spec["budgetMs"] / estimate)))
-    times = [timer.time_ms(fn) for _ in range(runs)]
+    times = [once() for _ in range(runs)]
     return statistics.median(times), runs
 
 
 def make_inputs(shape, dtype, device, seed):
     d, r, n = shape["d"], shape["r"], shape["N"]
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
 
-    def rand(*size, std=1.0):
-        # Drawn on the CPU (seeded the same on every device), then moved.
-        t = torch.randn(*size, generator=gen) * std
-        return t.to(device=device, dtype=dtype).requires_grad_(True)
+    def normal(*size, std=1.0):
+        # Drawn in fp32 on the device itself (fast for the large GPU shapes), then cast.
+        return (torch.randn(*size, generator=gen, device=device) * std).to(dtype)
 
-    x = rand(n, d)
-    weights = [rand(r, d, std=d ** -0.5), rand(r), rand(d, r, std=r ** -0.5), rand(d)]
-    d_out = torch.randn(n, d, generator=gen).to(device=device, dtype=dtype)
-    return x, weights, d_out
+    x = normal(n, d).requires_grad_(True)
+    weights = [normal(r, d, std=d ** -0.5), normal(r, std=0.02), normal(d, r, std=r ** -0.5), normal(d, std=0.02)]
+    return x, [w.requires_grad_(True) for w in weights], normal(n, d)
 
 
 def adapter_fn(act, s):
@@ -99,17 +104,36 @@ def adapter_fn(act, s):
     return adapter
 
 
-def bench_cell(fn, x, weights, d_out, timer, spec):
-    """Forward (grad-enabled, as in training) and backward (autograd of out w.r.t. x and the weights)."""
-    fwd_ms, fwd_runs = measure(timer, lambda: fn(x, *weights), spec)
-    out = fn(x, *weights)
+def time_forward(fn, x, weights, timer, spec):
+    """The forward with grad enabled (it records the graph, as in training)."""
+    return measure(timer, lambda _: fn(x, *weights), spec)
+
+
+def time_backward(fn, x, weights, d_out, timer, spec):
+    """Autograd of out w.r.t. x and the four weights; only the backward is timed.
+
+    autograd.grad returns fresh gradients instead of accumulating into .grad, so nothing
+    needs zeroing. One forward graph is reused with retain_graph=True; a graph that cannot
+    be run twice (possible with compiled backwards) gets a fresh, untimed forward per run.
+    Returns (ms, runs, mode).
+    """
     inputs = [x, *weights]
-    # autograd.grad returns fresh gradients instead of accumulating into .grad, so nothing
-    # needs zeroing between runs; retain_graph keeps the one forward graph for every run.
-    bwd_ms, bwd_runs = measure(
-        timer, lambda: torch.autograd.grad(out, inputs, d_out, retain_graph=True), spec
-    )
-    return [("forward", fwd_ms, fwd_runs), ("backward", bwd_ms, bwd_runs)]
+    out = fn(x, *weights)
+    try:
+        for _ in range(2):  # probe: the second call fails if the graph cannot be reused
+            torch.autograd.grad(out, inputs, d_out, retain_graph=True)
+    except RuntimeError:
+        del out
+        ms, runs = measure(timer, lambda o: torch.autograd.grad(o, inputs, d_out), spec,
+                           prepare=lambda: fn(x, *weights))
+        return ms, runs, "fresh graph per run"
+    ms, runs = measure(timer, lambda _: torch.autograd.grad(out, inputs, d_out, retain_graph=True), spec)
+    return ms, runs, "retain_graph"
+
+
+def error_text(e):
+    text = str(e).strip().splitlines()
+    return "%s: %s" % (type(e).__name__, text[0] if text else "")
 
 
 def compile_status():
@@ -119,18 +143,34 @@ def compile_status():
 
 
 def run_variant(variant, fn_factory, shape, dtype_name, device, timer, spec):
+    """Forward and backward rows of one variant at one shape and dtype; each fails on its own."""
     base = {"d": shape["d"], "r": shape["r"], "N": shape["N"], "dtype": dtype_name, "variant": variant}
+    rows = []
     try:
         x, weights, d_out = make_inputs(shape, DTYPES[dtype_name], device, spec["seed"])
-        results = bench_cell(fn_factory(), x, weights, d_out, timer, spec)
-        return [dict(base, **{"pass": p, "ms": ms, "runs": n}) for p, ms, n in results]
-    except Exception as e:  # one failing cell must not stop the others
-        msg = "%s: %s" % (type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+        fn = fn_factory()
+    except Exception as e:  # no inputs or no function: both passes fail
+        msg = error_text(e)
         log("torch %s %s: %s" % (variant, base, msg))
         return [dict(base, **{"pass": p, "ms": None, "runs": 0, "error": msg}) for p in ("forward", "backward")]
-    finally:
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+    passes = [
+        ("forward", lambda: time_forward(fn, x, weights, timer, spec) + (None,)),
+        ("backward", lambda: time_backward(fn, x, weights, d_out, timer, spec)),
+    ]
+    for name, timed in passes:
+        try:
+            ms, runs, mode = timed()
+            row = dict(base, **{"pass": name, "ms": ms, "runs": runs})
+            if mode:
+                row["backwardGraph"] = mode
+        except Exception as e:  # one failing cell must not stop the others
+            row = dict(base, **{"pass": name, "ms": None, "runs": 0, "error": error_text(e)})
+            log("torch %s %s %s: %s" % (variant, name, base, row["error"]))
+        rows.append(row)
+    del x, weights, d_out, fn
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
 
 
 def main():

@@ -1,0 +1,576 @@
+// The `adapter` bench suite: the bottleneck adapter's forward and backward as the fused
+// kernels, the cuBLAS path, and a chain of separate ops, against the copy bandwidth and
+// against PyTorch; then the batched (many adapters in one batch) forward.
+import {
+  activation,
+  activationGrad,
+  add,
+  adapterBackward,
+  adapterForward,
+  adapterForwardBatched,
+  colSum,
+  matmul,
+  randn,
+  scale,
+  Tensor,
+} from '../lib';
+import type { AdapterPath, AdapterSaved, AdapterWeights } from '../lib';
+import {
+  BenchOptions,
+  copyBandwidth,
+  CopyBandwidth,
+  deviceKind,
+  errorMessage,
+  findTorchPython,
+  formatTable,
+  measure,
+  printHeader,
+  progress,
+  runHeader,
+  runPythonJson,
+  sourceScript,
+  Suite,
+  Timing,
+  TimingPlan,
+  Work,
+} from './bench';
+
+// ---------------------------------------------------------------- configuration
+
+interface Shape {
+  d: number; // model width
+  r: number; // bottleneck width
+  N: number; // tokens (rows)
+}
+
+type BenchDType = 'bfloat16' | 'float32';
+type Pass = 'forward' | 'backward';
+type Variant = 'fused' | 'cublas' | 'unfused';
+
+const ACTIVATION = 'relu';
+const SCALING = 1;
+const DTYPES: readonly BenchDType[] = ['bfloat16', 'float32'];
+const PASSES: readonly Pass[] = ['forward', 'backward'];
+
+const GPU_SHAPES: readonly Shape[] = [
+  { d: 768, r: 48, N: 16384 },
+  { d: 1024, r: 64, N: 16384 },
+  { d: 4096, r: 64, N: 16384 },
+  { d: 4096, r: 256, N: 8192 },
+  { d: 8192, r: 128, N: 8192 },
+];
+
+/** The GPU shapes at a token count two CPU cores get through in about two minutes in all. */
+const CPU_SHAPES: readonly Shape[] = GPU_SHAPES.map((s) => ({ ...s, N: s.d <= 1024 ? 512 : 128 }));
+
+/** --quick: a small and a large width. */
+function pickShapes(device: string, quick: boolean): Shape[] {
+  const all = deviceKind(device) === 'cpu' ? CPU_SHAPES : GPU_SHAPES;
+  return all.filter((s) => !quick || (s.d === 768 && s.r === 48) || (s.d === 4096 && s.r === 64));
+}
+
+/** On the CPU the adapter ops have one path ('cpu'): 'fused' runs it; 'cublas' would repeat it. */
+function variantsFor(device: string): Variant[] {
+  return deviceKind(device) === 'cpu' ? ['fused', 'unfused'] : ['fused', 'cublas', 'unfused'];
+}
+
+/** GPU runs are cheap: a fixed 100. CPU: 50, fewer (at least 10) for a cell slower than budgetMs/50. */
+function timingPlan(device: string): TimingPlan {
+  return deviceKind(device) === 'cpu'
+    ? { warmup: 5, runs: 50, minRuns: 10, budgetMs: 3000 }
+    : { warmup: 10, runs: 100, minRuns: 100 };
+}
+
+/** Same rules for PyTorch, with a smaller CPU budget: its bf16 CPU matmuls are slow. */
+function torchPlan(device: string): TimingPlan {
+  return deviceKind(device) === 'cpu'
+    ? { warmup: 5, runs: 50, minRuns: 10, budgetMs: 1500 }
+    : { warmup: 10, runs: 100, minRuns: 100 };
+}
+
+const elemSize = (dtype: BenchDType): number => (dtype === 'float32' ? 4 : 2);
+
+/**
+ * The fewest bytes the pass must move: forward reads x and writes out (2·N·d), backward
+ * reads dOut and x and writes dx (3·N·d); both read the weights (2·d·r + d + r) once.
+ */
+function floorBytes(s: Shape, dtype: BenchDType, pass: Pass): number {
+  const activations = (pass === 'forward' ? 2 : 3) * s.N * s.d;
+  const weights = 2 * s.d * s.r + s.d + s.r;
+  return (activations + weights) * elemSize(dtype);
+}
+
+// ---------------------------------------------------------------- inputs and the timed work
+
+interface Inputs {
+  x: Tensor;
+  w: AdapterWeights;
+  dOut: Tensor;
+}
+
+function makeInputs(s: Shape, dtype: BenchDType, device: string): Inputs {
+  const o = { dtype, device };
+  return {
+    x: randn([s.N, s.d], { ...o, seed: 1 }),
+    w: {
+      downWeight: randn([s.r, s.d], { ...o, seed: 2, std: 1 / Math.sqrt(s.d) }),
+      downBias: randn([s.r], { ...o, seed: 3, std: 0.02 }),
+      upWeight: randn([s.d, s.r], { ...o, seed: 4, std: 1 / Math.sqrt(s.r) }),
+      upBias: randn([s.d], { ...o, seed: 5, std: 0.02 }),
+    },
+    dOut: randn([s.N, s.d], { ...o, seed: 6 }),
+  };
+}
+
+function disposeInputs(inp: Inputs): void {
+  for (const t of [inp.x, inp.dOut, inp.w.downWeight, inp.w.downBias, inp.w.upWeight, inp.w.upBias]) t.dispose();
+}
+
+/** Pushes t onto keep and returns it: each op's output is freed after the run. */
+function kept(keep: Tensor[], t: Tensor): Tensor {
+  keep.push(t);
+  return t;
+}
+
+/** The library's adapter forward on one path; `seen` gets the path it reports. */
+function adapterForwardWork(inp: Inputs, path: AdapterPath, seen: { path?: string }): Work {
+  return (keep) => {
+    const { out, saved, path: ran } = adapterForward(inp.x, inp.w, { activation: ACTIVATION, scaling: SCALING, path });
+    keep.push(out, saved.hPre);
+    seen.path = ran;
+  };
+}
+
+function adapterBackwardWork(inp: Inputs, saved: AdapterSaved, path: AdapterPath, seen: { path?: string }): Work {
+  return (keep) => {
+    const g = adapterBackward(inp.dOut, saved, { path });
+    keep.push(g.dx, g.dDownWeight, g.dDownBias, g.dUpWeight, g.dUpBias);
+    if (g.dScaling) keep.push(g.dScaling);
+    seen.path = g.path;
+  };
+}
+
+/** out = x + s·(act(x·downᵀ + b_down)·upᵀ + b_up), one op at a time. */
+function unfusedForwardWork(inp: Inputs): Work {
+  const { x, w } = inp;
+  return (keep) => {
+    const hPre = kept(keep, add(kept(keep, matmul(x, w.downWeight, { transB: true })), w.downBias));
+    const h = kept(keep, activation(hPre, ACTIVATION));
+    const y = kept(keep, add(kept(keep, matmul(h, w.upWeight, { transB: true })), w.upBias));
+    kept(keep, add(kept(keep, scale(y, SCALING)), x));
+  };
+}
+
+/** The forward's intermediates the separate-op backward reads (computed once, outside timing). */
+interface UnfusedSaved {
+  hPre: Tensor; // x·downᵀ + b_down
+  h: Tensor; // act(hPre)
+}
+
+function unfusedSaved(inp: Inputs): UnfusedSaved {
+  const { x, w } = inp;
+  const z = matmul(x, w.downWeight, { transB: true });
+  const hPre = add(z, w.downBias);
+  z.dispose();
+  return { hPre, h: activation(hPre, ACTIVATION) };
+}
+
+/** The adapter's gradients as separate ops. */
+function unfusedBackwardWork(inp: Inputs, sv: UnfusedSaved): Work {
+  const { x, w, dOut } = inp;
+  return (keep) => {
+    // The adapter branch sees s·dOut; the residual sees dOut. With s = 1 no op is spent on it.
+    const dY = SCALING === 1 ? dOut : kept(keep, scale(dOut, SCALING));
+    kept(keep, matmul(dY, sv.h, { transA: true })); // dUpWeight [d, r]
+    kept(keep, colSum(dY)); // dUpBias [d]
+    const dH = kept(keep, matmul(dY, w.upWeight)); // [N, r]
+    const dHPre = kept(keep, activationGrad(sv.hPre, dH, ACTIVATION));
+    kept(keep, matmul(dHPre, x, { transA: true })); // dDownWeight [r, d]
+    kept(keep, colSum(dHPre)); // dDownBias [r]
+    kept(keep, add(kept(keep, matmul(dHPre, w.downWeight)), dOut)); // dx: through the adapter + residual
+  };
+}
+
+// ---------------------------------------------------------------- the main table's cells
+
+export interface AdapterRow {
+  d: number;
+  r: number;
+  N: number;
+  dtype: BenchDType;
+  pass: Pass;
+  variant: Variant;
+  path?: string; // the path the library reported ('fused', 'cublas', 'cpu')
+  ms: number | null;
+  floorBytes: number;
+  GBs: number | null;
+  fractionOfCopy: number | null;
+  runs: number;
+  error?: string;
+}
+
+/** Builds one cell's work; what it needs beyond the inputs (saved tensors) is made lazily and freed by the caller. */
+interface CellContext {
+  inp: Inputs;
+  saved: () => AdapterSaved; // from a forward on path 'auto': backward on either path can use it
+  unfused: () => UnfusedSaved;
+}
+
+function cellWork(ctx: CellContext, pass: Pass, variant: Variant, seen: { path?: string }): Work {
+  if (variant === 'unfused') {
+    return pass === 'forward' ? unfusedForwardWork(ctx.inp) : unfusedBackwardWork(ctx.inp, ctx.unfused());
+  }
+  return pass === 'forward'
+    ? adapterForwardWork(ctx.inp, variant, seen)
+    : adapterBackwardWork(ctx.inp, ctx.saved(), variant, seen);
+}
+
+/** Times one cell; an op that throws (an unsupported combination) gives a row with its message. */
+function benchCell(
+  ctx: CellContext, s: Shape, dtype: BenchDType, pass: Pass, variant: Variant,
+  device: string, copy: CopyBandwidth,
+): AdapterRow {
+  const bytes = floorBytes(s, dtype, pass);
+  const base = { ...s, dtype, pass, variant, floorBytes: bytes };
+  const seen: { path?: string } = {};
+  try {
+    const t: Timing = measure(device, cellWork(ctx, pass, variant, seen), timingPlan(device));
+    const GBs = bytes / (t.ms * 1e6);
+    return { ...base, path: seen.path, ms: t.ms, GBs, fractionOfCopy: GBs / copy.GBs, runs: t.runs };
+  } catch (e) {
+    return { ...base, ms: null, GBs: null, fractionOfCopy: null, runs: 0, error: errorMessage(e) };
+  }
+}
+
+/** What the fused/cuBLAS backward reads: a forward on path 'auto' (either backward path accepts it). */
+function forwardForBackward(inp: Inputs): AdapterSaved {
+  const { out, saved } = adapterForward(inp.x, inp.w, { activation: ACTIVATION, scaling: SCALING, path: 'auto' });
+  out.dispose(); // only saved.hPre is needed
+  return saved;
+}
+
+/** All passes and variants of one shape and dtype, sharing one set of inputs. */
+function benchShape(s: Shape, dtype: BenchDType, device: string, copy: CopyBandwidth): AdapterRow[] {
+  const inp = makeInputs(s, dtype, device);
+  let saved: AdapterSaved | undefined;
+  let unfused: UnfusedSaved | undefined;
+  const ctx: CellContext = {
+    inp,
+    saved: () => (saved ??= forwardForBackward(inp)),
+    unfused: () => (unfused ??= unfusedSaved(inp)),
+  };
+  const rows: AdapterRow[] = [];
+  try {
+    for (const pass of PASSES) {
+      for (const variant of variantsFor(device)) {
+        progress(`adapter: d=${s.d} r=${s.r} N=${s.N} ${dtype} ${pass} ${variant}`);
+        rows.push(benchCell(ctx, s, dtype, pass, variant, device, copy));
+      }
+    }
+  } finally {
+    saved?.hPre.dispose(); // x and the weights are the inputs', freed below
+    unfused?.hPre.dispose();
+    unfused?.h.dispose();
+    disposeInputs(inp);
+  }
+  return rows;
+}
+
+// ---------------------------------------------------------------- PyTorch
+
+interface TorchRow {
+  d: number;
+  r: number;
+  N: number;
+  dtype: string;
+  pass: Pass;
+  variant: 'eager' | 'compile';
+  ms: number | null;
+  runs: number;
+  backwardGraph?: string; // 'retain_graph', or 'fresh graph per run' when a graph could not be reused
+  error?: string;
+}
+
+interface TorchReport {
+  python: string;
+  version: string;
+  device: string;
+  deviceName: string;
+  threads: number;
+  tf32: boolean;
+  compile: { available: boolean; note: string };
+  rows: TorchRow[];
+}
+
+/** PyTorch on the same shapes and device kind, or null (with a line saying why). */
+function benchTorch(opts: BenchOptions, shapes: Shape[], threads: number): TorchReport | null {
+  if (!opts.torch) {
+    console.log('PyTorch: skipped (--no-torch)');
+    return null;
+  }
+  const python = findTorchPython(opts.python);
+  if (!python) {
+    console.log(`PyTorch: not available (no torch in ${opts.python ?? 'python3 or /usr/bin/python3'})`);
+    return null;
+  }
+  const plan = torchPlan(opts.device);
+  const spec = {
+    device: opts.device, shapes, dtypes: DTYPES, activation: ACTIVATION, scaling: SCALING, threads, seed: 0,
+    warmup: plan.warmup, runs: plan.runs, minRuns: plan.minRuns, budgetMs: plan.budgetMs ?? 0,
+  };
+  try {
+    progress(`torch: ${python} ${sourceScript('bench_torch.py')}`);
+    const out = runPythonJson(python, sourceScript('bench_torch.py'), spec, 30 * 60 * 1000) as Omit<TorchReport, 'python'>;
+    return { python, ...out };
+  } catch (e) {
+    console.log(`PyTorch: failed (${errorMessage(e)})`);
+    return null;
+  }
+}
+
+function torchMs(torch: TorchReport | null, row: AdapterRow, variant: TorchRow['variant']): TorchRow | undefined {
+  return torch?.rows.find(
+    (t) => t.variant === variant && t.d === row.d && t.r === row.r && t.N === row.N && t.dtype === row.dtype && t.pass === row.pass,
+  );
+}
+
+// ---------------------------------------------------------------- batched adapters
+
+export interface BatchedRow {
+  adapters: number; // A: the rows are spread over A adapters
+  d: number;
+  r: number;
+  N: number;
+  dtype: BenchDType;
+  ms: number | null;
+  runs: number;
+  rowsPerSec: number | null;
+  throughputVsOne: number | null; // ms(A = 1) / ms(A)
+  path?: string;
+  error?: string;
+}
+
+const ADAPTER_COUNTS = [1, 8, 32];
+
+/** Seeded row → adapter assignment (mulberry32): the same on every run and device. */
+function randomAssignment(N: number, A: number, seed: number): Int32Array {
+  let a = seed >>> 0;
+  const next = (): number => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
+  };
+  return Int32Array.from({ length: N }, () => Math.floor(next() * A));
+}
+
+/** GPU: the spec's (4096, 64, 16384) bf16; CPU: a small fp32 shape. */
+function batchedShape(device: string): { s: Shape; dtype: BenchDType } {
+  return deviceKind(device) === 'cpu'
+    ? { s: { d: 768, r: 48, N: 1024 }, dtype: 'float32' }
+    : { s: { d: 4096, r: 64, N: 16384 }, dtype: 'bfloat16' };
+}
+
+/** Stacked weights for A adapters; `free` releases them. */
+function batchedWork(
+  x: Tensor, s: Shape, A: number, dtype: BenchDType, device: string, seen: { path?: string },
+): { work: Work; free: () => void } {
+  const o = { dtype, device };
+  const w = {
+    downWeight: randn([A, s.r, s.d], { ...o, seed: 11, std: 1 / Math.sqrt(s.d) }),
+    downBias: randn([A, s.r], { ...o, seed: 12, std: 0.02 }),
+    upWeight: randn([A, s.d, s.r], { ...o, seed: 13, std: 1 / Math.sqrt(s.r) }),
+    upBias: randn([A, s.d], { ...o, seed: 14, std: 0.02 }),
+  };
+  const rows = randomAssignment(s.N, A, 42);
+  return {
+    work: (keep) => {
+      const res = adapterForwardBatched(x, w, rows, { activation: ACTIVATION, scaling: SCALING });
+      keep.push(res.out);
+      seen.path = res.path;
+    },
+    free: () => Object.values(w).forEach((t) => t.dispose()),
+  };
+}
+
+function benchBatched(device: string): BatchedRow[] {
+  const { s, dtype } = batchedShape(device);
+  const x = randn([s.N, s.d], { dtype, device, seed: 10 });
+  const rows: BatchedRow[] = [];
+  try {
+    for (const A of ADAPTER_COUNTS) {
+      progress(`batched: ${A} adapter(s), d=${s.d} r=${s.r} N=${s.N} ${dtype}`);
+      const base = { adapters: A, ...s, dtype };
+      const seen: { path?: string } = {};
+      let free = (): void => {};
+      try {
+        const b = batchedWork(x, s, A, dtype, device, seen);
+        free = b.free;
+        const t = measure(device, b.work, timingPlan(device));
+        rows.push({ ...base, ms: t.ms, runs: t.runs, rowsPerSec: s.N / (t.ms / 1e3), throughputVsOne: null, path: seen.path });
+      } catch (e) {
+        rows.push({ ...base, ms: null, runs: 0, rowsPerSec: null, throughputVsOne: null, error: errorMessage(e) });
+      } finally {
+        free();
+      }
+    }
+  } finally {
+    x.dispose();
+  }
+  const one = rows.find((r) => r.adapters === 1)?.ms ?? null;
+  for (const row of rows) row.throughputVsOne = one !== null && row.ms !== null ? one / row.ms : null;
+  return rows;
+}
+
+// ---------------------------------------------------------------- printing
+
+const NA = 'n/a';
+
+function fmtMs(ms: number | null | undefined): string {
+  if (ms === null || ms === undefined) return NA;
+  return ms >= 100 ? ms.toFixed(1) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3);
+}
+
+const fmtGBs = (v: number | null): string => (v === null ? NA : v.toFixed(1));
+const fmtPct = (v: number | null): string => (v === null ? NA : (100 * v).toFixed(1) + '%');
+const DTYPE_LABEL: Record<BenchDType, string> = { bfloat16: 'bf16', float32: 'fp32' };
+
+/** Run counts of a table row's cells: "50", or "10-50" when the budget cut some cells short. */
+function runsLabel(counts: number[]): string {
+  const ok = counts.filter((n) => n > 0);
+  if (ok.length === 0) return '0';
+  const lo = Math.min(...ok);
+  const hi = Math.max(...ok);
+  return lo === hi ? String(lo) : `${lo}-${hi}`;
+}
+
+/** A torch cell: its ms, with its run count in brackets when it ran fewer than the plan. */
+function fmtTorch(t: TorchRow | undefined, target: number): string {
+  if (!t) return '-';
+  if (t.ms === null) return NA;
+  return t.runs < target ? `${fmtMs(t.ms)} [${t.runs}]` : fmtMs(t.ms);
+}
+
+function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchReport | null, device: string): void {
+  const showCompile = !!torch?.compile.available;
+  const header = ['d', 'r', 'N', 'dtype', 'pass', 'runs'];
+  for (const v of variants) header.push(`${v} ms`, 'GB/s', '%copy');
+  if (torch) header.push('torch ms', '× eager');
+  if (showCompile) header.push('compile ms');
+  const torchTarget = torchPlan(device).runs;
+
+  const lines: string[][] = [];
+  const groups = new Map<string, AdapterRow[]>();
+  for (const row of rows) {
+    const key = `${row.d}/${row.r}/${row.N}/${row.dtype}/${row.pass}`;
+    groups.set(key, [...(groups.get(key) ?? []), row]);
+  }
+  for (const group of groups.values()) {
+    const first = group[0] as AdapterRow;
+    const line = [String(first.d), String(first.r), String(first.N), DTYPE_LABEL[first.dtype], first.pass];
+    line.push(runsLabel(group.map((r) => r.runs)));
+    for (const v of variants) {
+      const cell = group.find((r) => r.variant === v);
+      line.push(fmtMs(cell?.ms), fmtGBs(cell?.GBs ?? null), fmtPct(cell?.fractionOfCopy ?? null));
+    }
+    if (torch) {
+      const eager = torchMs(torch, first, 'eager');
+      const fused = group.find((r) => r.variant === 'fused')?.ms ?? null;
+      line.push(fmtTorch(eager, torchTarget));
+      line.push(eager?.ms != null && fused !== null ? `${(eager.ms / fused).toFixed(2)}×` : NA);
+    }
+    if (showCompile) line.push(fmtTorch(torchMs(torch, first, 'compile'), torchTarget));
+    lines.push(line);
+  }
+  console.log(formatTable(header, lines));
+}
+
+function printNotes(rows: AdapterRow[], torch: TorchReport | null, device: string): void {
+  const notes = [
+    `fused/cublas = adapterForward/adapterBackward with path 'fused'/'cublas'; unfused = one op at a time.`,
+    `GB/s = floor bytes / time (forward 2·N·d, backward 3·N·d elements, plus the weights); %copy = GB/s over the copy bandwidth.`,
+    `runs = timed runs of our cells (median reported after ${timingPlan(device).warmup} warm-up runs).`,
+  ];
+  if (deviceKind(device) === 'cpu') {
+    notes.push(`CPU: the adapter ops have one path ('cpu'), shown as fused; no cublas column. Timed with hrtime.`);
+  } else {
+    notes.push(`CUDA: each run timed alone with CUDA events on the device stream (host launch gaps included).`);
+    notes.push(`The fused backward supports bf16/fp16 only: fp32 fused backward is n/a by design.`);
+  }
+  if (torch) {
+    notes.push(`torch = PyTorch ${torch.version} eager on ${torch.device} (${torch.threads} thread(s)); [n] = it ran n timed runs.`);
+    notes.push(`× eager = torch ms / fused ms (above 1: fused is faster). torch.compile: ${torch.compile.note}.`);
+  }
+  // One line per distinct failure, so that every n/a is explained.
+  const ours = rows.map((r) => ({ cell: `${r.variant} ${r.pass} ${DTYPE_LABEL[r.dtype]}`, error: r.error }));
+  const theirs = (torch?.rows ?? []).map((t) => ({ cell: `torch ${t.variant} ${t.pass} ${DTYPE_LABEL[t.dtype as BenchDType] ?? t.dtype}`, error: t.error }));
+  notes.push(...failureNotes([...ours, ...theirs]));
+  console.log(notes.map((n) => `  ${n}`).join('\n'));
+}
+
+/** "n/a (cells): message", one line per distinct message. */
+function failureNotes(cells: { cell: string; error?: string }[]): string[] {
+  const byMessage = new Map<string, Set<string>>();
+  for (const { cell, error } of cells) {
+    if (error) byMessage.set(error, (byMessage.get(error) ?? new Set<string>()).add(cell));
+  }
+  return [...byMessage].map(([msg, where]) => `n/a (${[...where].join(', ')}): ${msg}`);
+}
+
+function printBatched(rows: BatchedRow[]): void {
+  const header = ['adapters', 'd', 'r', 'N', 'dtype', 'runs', 'ms', 'Mrows/s', 'vs 1 adapter', 'path'];
+  const lines = rows.map((b) => [
+    String(b.adapters), String(b.d), String(b.r), String(b.N), DTYPE_LABEL[b.dtype], String(b.runs), fmtMs(b.ms),
+    b.rowsPerSec === null ? NA : (b.rowsPerSec / 1e6).toFixed(2),
+    b.throughputVsOne === null ? NA : `${b.throughputVsOne.toFixed(2)}×`,
+    b.error ? `error: ${b.error}` : (b.path ?? ''),
+  ]);
+  console.log(formatTable(header, lines, 0));
+  console.log(`  rows assigned to adapters at random (seeded); vs 1 adapter = ms(1 adapter) / ms.`);
+}
+
+// ---------------------------------------------------------------- the suite
+
+async function runAdapterSuite(opts: BenchOptions): Promise<object> {
+  const { device } = opts;
+  const head = runHeader(device);
+  const shapes = pickShapes(device, opts.quick);
+  const variants = variantsFor(device);
+
+  progress(`copy bandwidth on ${device}...`);
+  const copy = copyBandwidth(device);
+  const rows: AdapterRow[] = [];
+  for (const s of shapes) for (const dtype of DTYPES) rows.push(...benchShape(s, dtype, device, copy));
+  const batched = benchBatched(device);
+  const torch = benchTorch(opts, shapes, head.build.cpuThreads);
+
+  console.log(`\n== adapter microbenchmarks${opts.quick ? ' (--quick)' : ''} ==`);
+  printHeader(head, copy);
+  console.log(`adapter: activation ${ACTIVATION}, scaling ${SCALING}\n`);
+  printMainTable(rows, variants, torch, device);
+  printNotes(rows, torch, device);
+  console.log(`\n== batched adapters (adapterForwardBatched) ==`);
+  printBatched(batched);
+
+  return {
+    suite: 'adapter',
+    quick: opts.quick,
+    device: head.device,
+    deviceName: head.deviceName,
+    date: head.date,
+    build: head.build,
+    copyBandwidthGBs: copy.GBs,
+    copy,
+    timing: { ours: timingPlan(device), torch: torchPlan(device) },
+    activation: ACTIVATION,
+    scaling: SCALING,
+    rows,
+    torch,
+    batched,
+  };
+}
+
+export const adapterSuite: Suite = {
+  describe: 'adapter forward/backward: fused vs cuBLAS vs separate ops vs PyTorch; batched adapters',
+  run: runAdapterSuite,
+};

@@ -6,5 +6,8 @@ export const {
   Tensor, tensor, empty, full, zeros, ones, randn, rand,
   matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad,
   adapterForward, adapterBackward, adapterForwardBatched, BottleneckAdapter, PARAM_NAMES,
+  layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, embedding, embeddingBackward,
+  dropout, dropoutBackward, softmaxCrossEntropy,
+  loadBackbone, Backbone, ForwardResult, resolveConfig, DEFAULT_CONFIGS, ClassificationHead,
 } = cjs;
 export default cjs;

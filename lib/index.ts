@@ -11,3 +11,13 @@ export type {
 } from './adapters/functional';
 export { BottleneckAdapter, PARAM_NAMES } from './adapters/bottleneck';
 export type { BottleneckAdapterConfig, AdapterInit, AdapterScaling } from './adapters/bottleneck';
+export * from './nn';
+export { loadBackbone } from './backbone/load';
+export type { LoadOptions } from './backbone/load';
+export { Backbone, ForwardResult } from './backbone/model';
+export type { ModelInputs, ForwardOptions } from './backbone/model';
+export { resolveConfig, DEFAULT_CONFIGS } from './backbone/adapterConfig';
+export type { BnConfig, AdapterConfigInput } from './backbone/adapterConfig';
+export type { EncoderConfig } from './backbone/config';
+export { ClassificationHead } from './backbone/heads';
+export type { HeadConfig } from './backbone/heads';

@@ -25,9 +25,9 @@ export function scale(a: Tensor, s: number): Tensor {
   return new Tensor(native().scale(handle(a, 'scale', 'a'), s));
 }
 
-export type ActivationName = 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'identity';
+export type ActivationName = 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'identity' | 'tanh';
 
-/** Elementwise non-linearity: relu, gelu (erf), gelu_tanh, silu, identity. */
+/** Elementwise non-linearity: relu, gelu (erf), gelu_tanh, silu, identity, tanh. */
 export function activation(x: Tensor, name: ActivationName): Tensor {
   return new Tensor(native().activation(handle(x, 'activation', 'x'), name));
 }

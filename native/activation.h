@@ -7,7 +7,7 @@
 
 namespace fa {
 
-enum class Act : int { Relu = 0, Gelu = 1, GeluTanh = 2, Silu = 3, Identity = 4 };
+enum class Act : int { Relu = 0, Gelu = 1, GeluTanh = 2, Silu = 3, Identity = 4, Tanh = 5 };
 
 FA_HD float actForward(Act a, float x) {
   switch (a) {
@@ -18,6 +18,7 @@ FA_HD float actForward(Act a, float x) {
       return 0.5f * x * (1.0f + tanhf(u));
     }
     case Act::Silu: return x / (1.0f + expf(-x));
+    case Act::Tanh: return tanhf(x);
     default: return x;
   }
 }
@@ -42,6 +43,10 @@ FA_HD float actGrad(Act a, float x) {
       float s = 1.0f / (1.0f + expf(-x));
       return s * (1.0f + x * (1.0f - s));
     }
+    case Act::Tanh: {
+      float t = tanhf(x);
+      return 1.0f - t * t;
+    }
     default: return 1.0f;
   }
 }
@@ -49,7 +54,8 @@ FA_HD float actGrad(Act a, float x) {
 inline bool parseAct(const char* s, Act* out) {
   struct { const char* name; Act a; } names[] = {{"relu", Act::Relu}, {"gelu", Act::Gelu}, {"gelu_tanh", Act::GeluTanh},
                                                  {"silu", Act::Silu}, {"swish", Act::Silu}, {"identity", Act::Identity},
-                                                 {"linear", Act::Identity}};
+                                                 {"linear", Act::Identity},
+                                                 {"tanh", Act::Tanh}};
   for (auto& n : names)
     if (std::string(s) == n.name) { *out = n.a; return true; }
   return false;

@@ -161,6 +161,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("timerStop", Napi::Function::New(env, TimerStop, "timerStop"));
   registerBasicOps(env, exports);
   registerAdapterOps(env, exports);
+  registerNnOps(env, exports);
   return exports;
 }
 

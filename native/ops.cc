@@ -187,7 +187,7 @@ Napi::Value RandomFill(const Napi::CallbackInfo& info) {
 Act argAct(Napi::Env env, Napi::Value v, const char* op) {
   Act a;
   if (!v.IsString() || !parseAct(v.As<Napi::String>().Utf8Value().c_str(), &a))
-    fail(env, op, "argument 'activation' must be one of 'relu', 'gelu', 'gelu_tanh', 'silu', 'identity'");
+    fail(env, op, "argument 'activation' must be one of 'relu', 'gelu', 'gelu_tanh', 'silu', 'identity', 'tanh'");
   return a;
 }
 

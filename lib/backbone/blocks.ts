@@ -1,0 +1,204 @@
+// The encoder's building blocks as forward functions that return their backward:
+// linear (frozen), multi-head attention with the padding mask, the AdapterHub output
+// block (dense output + residual + LayerNorm, with a bottleneck adapter placed as the
+// config says), and a post-LN transformer layer. Backward closures capture what they
+// need; every tensor they make is registered with a Scope.
+import { adapterBackward, adapterForward, AdapterSaved, AdapterWeights, Activation } from '../adapters/functional';
+import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, dropout, dropoutBackward } from '../nn';
+import { activation, activationGrad, add, matmul } from '../ops';
+import { Tensor } from '../tensor';
+import type { BnConfig } from './adapterConfig';
+import { Scope } from './scope';
+
+export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
+export interface Norm { weight: Tensor; bias: Tensor }
+
+export function linear(s: Scope, x: Tensor, l: Linear): Tensor {
+  const y = s.t(matmul(x, l.weight, { transB: true }));
+  return s.t(add(y, l.bias));
+}
+
+/** dx of a frozen linear: dy · W. */
+export function linearBackward(s: Scope, dy: Tensor, l: Linear): Tensor {
+  return s.t(matmul(dy, l.weight));
+}
+
+export interface Dropout { p: number; seed: number }
+
+function maybeDropout(s: Scope, x: Tensor, d: Dropout | null): Tensor {
+  return d && d.p > 0 ? s.t(dropout(x, d.p, d.seed)) : x;
+}
+
+function maybeDropoutBackward(s: Scope, dy: Tensor, d: Dropout | null): Tensor {
+  return d && d.p > 0 ? s.t(dropoutBackward(dy, d.p, d.seed)) : dy;
+}
+
+export interface AttentionWeights { q: Linear; k: Linear; v: Linear }
+
+/** Multi-head self-attention: ctx [B, T, H] and its backward (dctx → dx). */
+export function attention(
+  s: Scope, x: Tensor, w: AttentionWeights, numHeads: number, keyMask: Tensor, drop: Dropout | null,
+): { ctx: Tensor; back: (dctx: Tensor) => Tensor } {
+  const [B, T, H] = x.shape;
+  const dh = H / numHeads;
+  const scale = 1 / Math.sqrt(dh);
+  const view = (t: Tensor, shape: number[]) => s.t(t.reshape(shape));
+  const split = (t: Tensor) => view(s.t(transpose12(view(t, [B, T, numHeads, dh]))), [B * numHeads, T, dh]);
+  const merge = (t: Tensor) => view(s.t(transpose12(view(t, [B, numHeads, T, dh]))), [B, T, H]);
+  const q = split(linear(s, x, w.q));
+  const k = split(linear(s, x, w.k));
+  const v = split(linear(s, x, w.v));
+  const scores = view(s.t(matmul(q, k, { transB: true })), [B, numHeads, T, T]);
+  const probs = s.t(maskedSoftmax(scores, { scale, keyMask }));
+  const pd = view(maybeDropout(s, probs, drop), [B * numHeads, T, T]);
+  const ctx = merge(s.t(matmul(pd, v)));
+  const back = (dctx: Tensor): Tensor => {
+    const dc = split(dctx);
+    const dpd = s.t(matmul(dc, v, { transB: true }));
+    const dv = s.t(matmul(pd, dc, { transA: true }));
+    const dprobs = view(maybeDropoutBackward(s, dpd, drop), [B, numHeads, T, T]);
+    const dscores = view(s.t(maskedSoftmaxBackward(probs, dprobs, { scale })), [B * numHeads, T, T]);
+    const dq = s.t(matmul(dscores, k));
+    const dk = s.t(matmul(dscores, q, { transA: true }));
+    let dx = linearBackward(s, merge(dq), w.q);
+    dx = s.t(add(dx, linearBackward(s, merge(dk), w.k)));
+    return s.t(add(dx, linearBackward(s, merge(dv), w.v)));
+  };
+  return { ctx, back };
+}
+
+/** One adapter at one site, ready to run. */
+export interface SiteAdapter {
+  config: BnConfig;
+  weights: AdapterWeights;
+  activation: Activation;
+  scaling: number;
+  dropout: Dropout | null;
+  /** Receives the adapter's gradients (AdapterHub parameter suffixes). */
+  accumulate: (grads: { dDownWeight: Tensor; dDownBias: Tensor; dUpWeight: Tensor; dUpBias: Tensor; dScaling?: Tensor }) => void;
+}
+
+/**
+ * The sub-layer output with AdapterHub's bottleneck placement; h is the dense output
+ * (after dropout), x the sub-layer input, ln the sub-layer's own LayerNorm:
+ *   no adapter:                 LN(h + x)
+ *   is_parallel (par_bn):       LN(h + s·f(x) + x)
+ *   original_ln_before (seq_bn): LN(s·f(LN(h + x)) + h + x)
+ *   otherwise (double_seq_bn):  LN(s·f(h) + h + x)
+ */
+export function outputBlock(
+  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null,
+): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
+  const run = (input: Tensor, residual?: Tensor): { out: Tensor; saved: AdapterSaved } => {
+    const r = adapterForward(input, ad!.weights, {
+      activation: ad!.activation, scaling: ad!.scaling, residual,
+      dropout: ad!.dropout?.p ?? 0, seed: ad!.dropout?.seed ?? 0, training: !!ad!.dropout,
+    });
+    s.t(r.out);
+    s.t(r.saved.hPre);
+    return r;
+  };
+  const grads = (dOut: Tensor, saved: AdapterSaved): Tensor => {
+    const g = adapterBackward(dOut, saved);
+    for (const t of [g.dx, g.dDownWeight, g.dDownBias, g.dUpWeight, g.dUpBias, g.dScaling]) if (t) s.t(t);
+    ad!.accumulate(g); // copies what it keeps: the scope frees these
+    return g.dx;
+  };
+  const finalLn = (a: Tensor) => {
+    const n = layerNorm(a, ln.weight, ln.bias, { eps, residual: x });
+    s.t(n.out); s.t(n.mean); s.t(n.rstd);
+    return n;
+  };
+  const lnBack = (dOut: Tensor, a: Tensor, res: Tensor, n: { mean: Tensor; rstd: Tensor }) => {
+    const g = layerNormBackward(dOut, a, res, ln.weight, n.mean, n.rstd);
+    g.dWeight.dispose();
+    g.dBias.dispose();
+    return s.t(g.dx);
+  };
+
+  if (!ad) {
+    const n = finalLn(h);
+    return { out: n.out, back: (dOut) => { const g = lnBack(dOut, h, x, n); return { dh: g, dx: g }; } };
+  }
+  if (ad.config.is_parallel) {
+    const a = run(x, h);
+    const n = finalLn(a.out);
+    return {
+      out: n.out,
+      back: (dOut) => {
+        const g = lnBack(dOut, a.out, x, n);
+        const throughAdapter = grads(g, a.saved);
+        return { dh: g, dx: s.t(add(g, throughAdapter)) };
+      },
+    };
+  }
+  if (ad.config.original_ln_before) {
+    const pre = layerNorm(h, ln.weight, ln.bias, { eps, residual: x });
+    s.t(pre.out); s.t(pre.mean); s.t(pre.rstd);
+    const a = run(pre.out, h);
+    const n = finalLn(a.out);
+    return {
+      out: n.out,
+      back: (dOut) => {
+        const g = lnBack(dOut, a.out, x, n);
+        const dy = grads(g, a.saved);
+        const g2 = lnBack(dy, h, x, pre);
+        const both = s.t(add(g, g2));
+        return { dh: both, dx: both };
+      },
+    };
+  }
+  const a = run(h);
+  const n = finalLn(a.out);
+  return {
+    out: n.out,
+    back: (dOut) => {
+      const g = lnBack(dOut, a.out, x, n);
+      return { dh: grads(g, a.saved), dx: g };
+    },
+  };
+}
+
+export interface LayerWeights {
+  attn: AttentionWeights;
+  attnOut: Linear;
+  attnLn: Norm;
+  inter: Linear;
+  out: Linear;
+  outLn: Norm;
+}
+
+export interface LayerRun {
+  numHeads: number;
+  eps: number;
+  act: Activation;
+  keyMask: Tensor;
+  /** Dropout per site when training, else null. */
+  dropout: { attnProbs: Dropout | null; attnOut: Dropout | null; ffnOut: Dropout | null };
+  mh: SiteAdapter | null;
+  output: SiteAdapter | null;
+}
+
+/** A post-LN encoder layer (BERT, RoBERTa, DistilBERT): out and its backward (dOut → dx). */
+export function encoderLayer(
+  s: Scope, x: Tensor, w: LayerWeights, run: LayerRun,
+): { out: Tensor; back: (dOut: Tensor) => Tensor } {
+  const att = attention(s, x, w.attn, run.numHeads, run.keyMask, run.dropout.attnProbs);
+  const h = maybeDropout(s, linear(s, att.ctx, w.attnOut), run.dropout.attnOut);
+  const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh);
+  const u = linear(s, A.out, w.inter);
+  const I = s.t(activation(u, run.act));
+  const h2 = maybeDropout(s, linear(s, I, w.out), run.dropout.ffnOut);
+  const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output);
+  const back = (dOut: Tensor): Tensor => {
+    const b = B.back(dOut);
+    const dh2 = maybeDropoutBackward(s, b.dh, run.dropout.ffnOut);
+    const du = s.t(activationGrad(u, linearBackward(s, dh2, w.out), run.act));
+    const dA = s.t(add(b.dx, linearBackward(s, du, w.inter)));
+    const a = A.back(dA);
+    const dh = maybeDropoutBackward(s, a.dh, run.dropout.attnOut);
+    const dxAtt = att.back(linearBackward(s, dh, w.attnOut));
+    return s.t(add(a.dx, dxAtt));
+  };
+  return { out: B.out, back };
+}

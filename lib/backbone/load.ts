@@ -1,0 +1,105 @@
+// loadBackbone(dir): config.json picks the architecture; model.safetensors (or a sharded
+// index) gives the weights, with or without the model prefix and with legacy
+// LayerNorm gamma/beta names; weights go to the device in the requested dtype.
+import * as fs from 'fs';
+import * as path from 'path';
+import { defaultDevice } from '../backend';
+import { FloatDType, Tensor, tensor } from '../tensor';
+import { LayerWeights, Linear, Norm } from './blocks';
+import { EncoderConfig, parseConfig, weightNames } from './config';
+import { Backbone, BackboneWeights } from './model';
+import { openCheckpoint } from './safetensors';
+
+export interface LoadOptions {
+  device?: string;
+  /** Default: bfloat16 on CUDA, float32 on the CPU. */
+  dtype?: FloatDType;
+  seed?: number;
+}
+
+type Checkpoint = ReturnType<typeof openCheckpoint>;
+
+/** Finds `name` in the checkpoint: as is, without the model prefix, or with legacy gamma/beta. */
+function resolver(ck: Checkpoint, prefix: string) {
+  return (name: string): string | null => {
+    const bare = name.startsWith(prefix + '.') ? name.slice(prefix.length + 1) : name;
+    const legacy = (n: string) => n.replace(/LayerNorm\.weight$/, 'LayerNorm.gamma').replace(/LayerNorm\.bias$/, 'LayerNorm.beta');
+    for (const c of [name, bare, legacy(name), legacy(bare)]) if (ck.has(c)) return c;
+    return null;
+  };
+}
+
+export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise<Backbone> {
+  const cfgPath = path.join(dir, 'config.json');
+  let rawText: string;
+  try {
+    rawText = await fs.promises.readFile(cfgPath, 'utf8');
+  } catch (e) {
+    throw new Error(`loadBackbone: cannot read ${cfgPath} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(rawText);
+  } catch (e) {
+    throw new Error(`loadBackbone: ${cfgPath} is not valid JSON (${(e as Error).message})`);
+  }
+  const config = parseConfig(raw);
+  const device = opts.device ?? defaultDevice();
+  const dtype: FloatDType = opts.dtype ?? (device.startsWith('cuda') ? 'bfloat16' : 'float32');
+  const ck = openCheckpoint(dir);
+  const names = weightNames(config);
+  const find = resolver(ck, names.prefix);
+  const all = new Map<string, Tensor>();
+  const missing: string[] = [];
+
+  const load = (name: string, shape: number[]): Tensor => {
+    const found = find(name);
+    if (!found) {
+      missing.push(name);
+      return undefined as unknown as Tensor;
+    }
+    const info = ck.info(found);
+    if (info.shape.join() !== shape.join())
+      throw new Error(`loadBackbone: tensor '${found}' has shape [${info.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
+    const t = tensor(ck.getFloat32(found), shape, { device, dtype });
+    all.set(name, t);
+    return t;
+  };
+  const H = config.hiddenSize;
+  const lin = (base: string, out: number, inp: number): Linear => ({ weight: load(`${base}.weight`, [out, inp]), bias: load(`${base}.bias`, [out]) });
+  const norm = (base: string): Norm => ({ weight: load(`${base}.weight`, [H]), bias: load(`${base}.bias`, [H]) });
+  try {
+    const embeddings = {
+      word: load(names.word, [config.vocabSize, H]),
+      position: load(names.position, [config.maxPositions, H]),
+      tokenType: names.tokenType ? load(names.tokenType, [config.typeVocabSize, H]) : undefined,
+      ln: norm(names.embLn),
+    };
+    const layers: LayerWeights[] = [];
+    for (let i = 0; i < config.numLayers; i++) {
+      const n = names.layer(i);
+      layers.push({
+        attn: { q: lin(n.q, H, H), k: lin(n.k, H, H), v: lin(n.v, H, H) },
+        attnOut: lin(n.attnOut, H, H),
+        attnLn: norm(n.attnLn),
+        inter: lin(n.inter, config.intermediateSize, H),
+        out: lin(n.out, H, config.intermediateSize),
+        outLn: norm(n.outLn),
+      });
+    }
+    let pooler: Linear | undefined;
+    if (names.pooler) {
+      const hasPooler = find(`${names.pooler}.weight`) !== null;
+      if (hasPooler) pooler = lin(names.pooler, H, H);
+    }
+    if (missing.length)
+      throw new Error(
+        `loadBackbone: ${dir} lacks ${missing.length} tensor(s) the ${config.modelType} config needs, e.g. ${missing.slice(0, 4).join(', ')}`,
+      );
+    const weights: BackboneWeights = { embeddings, layers, pooler, all };
+    return new Backbone({ ...config, hasPooler: !!pooler } as EncoderConfig, names, weights, { device, dtype, seed: opts.seed });
+  } catch (e) {
+    for (const t of all.values()) t.dispose();
+    throw e;
+  }
+}

@@ -1,0 +1,467 @@
+// A frozen encoder (BERT, RoBERTa, DistilBERT) with AdapterHub-style adapters and heads:
+// forward, backward to the trainable tensors only, and the adapter management calls.
+import { BottleneckAdapter } from '../adapters/bottleneck';
+import type { AdapterWeights } from '../adapters/functional';
+import { embedding, embeddingBackward, layerNorm, dropout as dropoutOp, softmaxCrossEntropy } from '../nn';
+import { activation, add, cast } from '../ops';
+import { FloatDType, Tensor, tensor } from '../tensor';
+import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from './adapterConfig';
+import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, Norm, SiteAdapter } from './blocks';
+import type { EncoderConfig, WeightNames } from './config';
+import { ClassificationHead, HeadConfig } from './heads';
+import { Scope } from './scope';
+
+export interface EmbeddingWeights { word: Tensor; position: Tensor; tokenType?: Tensor; ln: Norm }
+
+export interface BackboneWeights {
+  embeddings: EmbeddingWeights;
+  layers: LayerWeights[];
+  pooler?: Linear;
+  /** Every loaded tensor by its canonical checkpoint name. */
+  all: Map<string, Tensor>;
+}
+
+type Rows = number[][] | ArrayLike<number>;
+export interface ModelInputs {
+  inputIds: Rows;
+  attentionMask?: Rows;
+  tokenTypeIds?: Rows;
+  /** [B, T] when the inputs are flat arrays. */
+  shape?: [number, number];
+}
+
+export interface ForwardOptions {
+  training?: boolean;
+  labels?: number[];
+  /** Keep only each layer's input and recompute the layer in backward (same gradients, less memory). */
+  checkpointing?: boolean;
+  /** Dropout seed of this step (default: a counter of the model). */
+  seed?: number;
+}
+
+interface AdapterEntry {
+  name: string;
+  config: BnConfig;
+  sites: Map<string, { prefix: string; layer: BottleneckAdapter }>; // key `${layer}.mh|output`
+}
+
+export class ForwardResult {
+  lastHiddenState: Tensor;
+  poolerOutput?: Tensor;
+  logits?: Tensor;
+  loss?: Tensor; // fp32 [1], the mean loss
+  /** @internal */ _backward?: (dLast?: Tensor) => void;
+  /** @internal */ _scope: Scope;
+  /** @internal */ _done = false;
+
+  constructor(last: Tensor, scope: Scope) {
+    this.lastHiddenState = last;
+    this._scope = scope;
+  }
+
+  get lossValue(): number | undefined {
+    return this.loss?.toArray()[0];
+  }
+
+  /** Frees the outputs and what was kept for backward. */
+  dispose(): void {
+    this._scope.dispose();
+    for (const t of [this.lastHiddenState, this.poolerOutput, this.logits, this.loss]) t?.dispose();
+    this._backward = undefined;
+    this._done = true;
+  }
+}
+
+function flatten(rows: Rows, what: string, shape?: [number, number]): { data: number[] | ArrayLike<number>; B: number; T: number } {
+  if (Array.isArray(rows) && rows.length > 0 && Array.isArray(rows[0])) {
+    const r = rows as number[][];
+    const T = r[0].length;
+    if (r.some((row) => !Array.isArray(row) || row.length !== T))
+      throw new Error(`forward: ${what} rows must all have the same length (pad them)`);
+    return { data: r.flat(), B: r.length, T };
+  }
+  if (!shape) throw new Error(`forward: ${what} is flat; pass shape: [B, T]`);
+  const a = rows as ArrayLike<number>;
+  if (a.length !== shape[0] * shape[1]) throw new Error(`forward: ${what} has ${a.length} values for shape [${shape}]`);
+  return { data: a, B: shape[0], T: shape[1] };
+}
+
+export class Backbone {
+  readonly config: EncoderConfig;
+  readonly names: WeightNames;
+  readonly device: string;
+  readonly dtype: FloatDType;
+  readonly weights: BackboneWeights;
+  private readonly adapters = new Map<string, AdapterEntry>();
+  private readonly heads = new Map<string, ClassificationHead>();
+  private activeAdapter: string | null = null;
+  private trainedAdapter: string | null = null;
+  private activeHead: string | null = null;
+  private readonly gradients = new Map<string, Tensor>();
+  private step = 0;
+  private seedBase: number;
+
+  constructor(config: EncoderConfig, names: WeightNames, weights: BackboneWeights, o: { device: string; dtype: FloatDType; seed?: number }) {
+    this.config = config;
+    this.names = names;
+    this.weights = weights;
+    this.device = o.device;
+    this.dtype = o.dtype;
+    this.seedBase = o.seed ?? 20240;
+  }
+
+  /** Frozen backbone parameters (the embeddings, every layer, the pooler). */
+  parameterCount(): number {
+    let n = 0;
+    for (const t of this.weights.all.values()) n += t.size;
+    return n;
+  }
+
+  // ---- adapters ----
+
+  addAdapter(name: string, config: AdapterConfigInput = 'seq_bn', opts: { seed?: number } = {}): void {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name))
+      throw new Error(`addAdapter: name must be letters, digits, '_' or '-'; got '${String(name)}'`);
+    if (this.adapters.has(name)) throw new Error(`addAdapter: an adapter named '${name}' already exists`);
+    const cfg = resolveConfig(config);
+    const act = activationOf(cfg.non_linearity);
+    const init = cfg.init_weights === 'mam_adapter' ? 'mam' : cfg.init_weights;
+    const sites = new Map<string, { prefix: string; layer: BottleneckAdapter }>();
+    let seed = opts.seed ?? this.seedBase + 1000 * (this.adapters.size + 1);
+    for (let i = 0; i < this.config.numLayers; i++) {
+      if (cfg.leave_out.includes(i)) continue;
+      for (const site of ['mh', 'output'] as const) {
+        if (site === 'mh' ? !cfg.mh_adapter : !cfg.output_adapter) continue;
+        const layer = new BottleneckAdapter({
+          hiddenSize: this.config.hiddenSize, bottleneckSize: bottleneckSize(cfg, this.config.hiddenSize, i),
+          activation: act, init, scaling: cfg.scaling, dropout: cfg.dropout, device: this.device, dtype: this.dtype, seed: seed++,
+        });
+        sites.set(`${i}.${site}`, { prefix: this.names.adapterPrefix(i, site, name), layer });
+      }
+    }
+    this.adapters.set(name, { name, config: cfg, sites });
+  }
+
+  adapterConfig(name: string): BnConfig {
+    return { ...this.entry(name, 'adapterConfig').config };
+  }
+
+  adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  private entry(name: string, op: string): AdapterEntry {
+    const e = this.adapters.get(name);
+    if (!e) throw new Error(`${op}: no adapter named '${name}' (have: ${[...this.adapters.keys()].join(', ') || 'none'})`);
+    return e;
+  }
+
+  /** Trains `name`: it becomes active and its parameters (with the heads') are the trainable ones. */
+  trainAdapter(name: string): void {
+    this.entry(name, 'trainAdapter');
+    this.trainedAdapter = name;
+    this.activeAdapter = name;
+    this.zeroGrad();
+  }
+
+  setActiveAdapter(name: string | null): void {
+    if (name !== null) this.entry(name, 'setActiveAdapter');
+    this.activeAdapter = name;
+  }
+
+  get active(): string | null {
+    return this.activeAdapter;
+  }
+
+  deleteAdapter(name: string): void {
+    const e = this.entry(name, 'deleteAdapter');
+    for (const s of e.sites.values()) s.layer.dispose();
+    this.adapters.delete(name);
+    if (this.activeAdapter === name) this.activeAdapter = null;
+    if (this.trainedAdapter === name) {
+      this.trainedAdapter = null;
+      this.zeroGrad();
+    }
+  }
+
+  /** The adapter's tensors by AdapterHub name, e.g. bert.encoder.layer.3.output.adapters.<name>.adapter_down.0.weight. */
+  adapterParameters(name: string): Map<string, Tensor> {
+    const e = this.entry(name, 'adapterParameters');
+    const m = new Map<string, Tensor>();
+    for (const s of e.sites.values()) for (const [k, t] of s.layer.parameters()) m.set(`${s.prefix}.${k}`, t);
+    return m;
+  }
+
+  summary(): string {
+    const total = this.parameterCount();
+    const lines = [`backbone: ${this.config.modelType}, ${this.config.numLayers} layers, hidden ${this.config.hiddenSize}, ${total.toLocaleString('en-US')} parameters (frozen)`];
+    for (const [name, e] of this.adapters) {
+      let n = 0;
+      for (const t of this.adapterParameters(name).values()) n += t.size;
+      const kind = e.config.is_parallel ? 'par_bn' : e.config.mh_adapter ? 'double_seq_bn' : 'seq_bn';
+      const flags = [name === this.activeAdapter ? 'active' : '', name === this.trainedAdapter ? 'training' : ''].filter(Boolean).join(', ');
+      lines.push(`adapter ${name} (${kind}, ${e.sites.size} modules${flags ? `, ${flags}` : ''}): ${n.toLocaleString('en-US')} parameters, ${((100 * n) / total).toFixed(3)}% of the backbone`);
+    }
+    for (const [name, h] of this.heads) {
+      let n = 0;
+      for (const t of h.parameters().values()) n += t.size;
+      lines.push(`head ${name} (classification, ${h.numLabels} labels${name === this.activeHead ? ', active' : ''}): ${n.toLocaleString('en-US')} parameters`);
+    }
+    return lines.join('\n');
+  }
+
+  // ---- heads ----
+
+  addClassificationHead(name: string, cfg: HeadConfig, opts: { seed?: number } = {}): void {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name))
+      throw new Error(`addClassificationHead: name must be letters, digits, '_' or '-'`);
+    if (this.heads.has(name)) throw new Error(`addClassificationHead: a head named '${name}' already exists`);
+    this.heads.set(name, new ClassificationHead(name, this.config.hiddenSize, cfg, {
+      device: this.device, dtype: this.dtype, seed: opts.seed ?? this.seedBase + 77 + 10 * this.heads.size, dropout: this.config.hiddenDropout,
+    }));
+    this.activeHead = name;
+  }
+
+  setActiveHead(name: string | null): void {
+    if (name !== null && !this.heads.has(name)) throw new Error(`setActiveHead: no head named '${name}'`);
+    this.activeHead = name;
+  }
+
+  head(name: string): ClassificationHead | undefined {
+    return this.heads.get(name);
+  }
+
+  deleteHead(name: string): void {
+    const h = this.heads.get(name);
+    if (!h) throw new Error(`deleteHead: no head named '${name}'`);
+    h.dispose();
+    this.heads.delete(name);
+    if (this.activeHead === name) this.activeHead = null;
+  }
+
+  // ---- trainable tensors ----
+
+  /** Every trainable tensor: the trained adapter's and every head's, by AdapterHub name. */
+  namedParameters(): Map<string, Tensor> {
+    const m = this.trainedAdapter ? this.adapterParameters(this.trainedAdapter) : new Map<string, Tensor>();
+    for (const h of this.heads.values()) for (const [k, t] of h.parameters()) m.set(k, t);
+    return m;
+  }
+
+  /** Their gradients (fp32), same keys; a tensor without a gradient yet is absent. */
+  grads(): Map<string, Tensor> {
+    return new Map(this.gradients);
+  }
+
+  zeroGrad(): void {
+    for (const t of this.gradients.values()) t.dispose();
+    this.gradients.clear();
+  }
+
+  private accumulate(name: string, g: Tensor): void {
+    const prev = this.gradients.get(name);
+    const g32 = g.dtype === 'float32' ? g : cast(g, 'float32');
+    const next = prev ? add(prev, g32) : g32 === g ? g.to({}) : g32;
+    if (g32 !== g && prev) g32.dispose();
+    prev?.dispose();
+    this.gradients.set(name, next);
+  }
+
+  // ---- forward and backward ----
+
+  private siteAdapter(layer: number, site: 'mh' | 'output', training: boolean, seed: number): SiteAdapter | null {
+    if (!this.activeAdapter) return null;
+    const e = this.adapters.get(this.activeAdapter)!;
+    const s = e.sites.get(`${layer}.${site}`);
+    if (!s) return null;
+    const params = s.layer.parameters();
+    const weights: AdapterWeights = {
+      downWeight: params.get('adapter_down.0.weight')!, downBias: params.get('adapter_down.0.bias')!,
+      upWeight: params.get('adapter_up.weight')!, upBias: params.get('adapter_up.bias')!,
+      scaling: params.get('scaling'),
+    };
+    const trained = this.activeAdapter === this.trainedAdapter;
+    return {
+      config: e.config, weights, activation: s.layer.activation,
+      scaling: typeof e.config.scaling === 'number' ? e.config.scaling : 1,
+      dropout: training && e.config.dropout > 0 ? { p: e.config.dropout, seed } : null,
+      accumulate: (g) => {
+        if (!trained) return;
+        this.accumulate(`${s.prefix}.adapter_down.0.weight`, g.dDownWeight);
+        this.accumulate(`${s.prefix}.adapter_down.0.bias`, g.dDownBias);
+        this.accumulate(`${s.prefix}.adapter_up.weight`, g.dUpWeight);
+        this.accumulate(`${s.prefix}.adapter_up.bias`, g.dUpBias);
+        if (g.dScaling) this.accumulate(`${s.prefix}.scaling`, g.dScaling);
+      },
+    };
+  }
+
+  private prepareInputs(inputs: ModelInputs) {
+    if (!inputs || inputs.inputIds === undefined) throw new Error('forward: inputs.inputIds is required');
+    const ids = flatten(inputs.inputIds, 'inputIds', inputs.shape);
+    const { B, T } = ids;
+    if (B < 1 || T < 1) throw new Error('forward: inputIds must have at least one row and one token');
+    const shape: [number, number] = [B, T];
+    const mask = inputs.attentionMask !== undefined ? flatten(inputs.attentionMask, 'attentionMask', shape) : null;
+    const types = inputs.tokenTypeIds !== undefined ? flatten(inputs.tokenTypeIds, 'tokenTypeIds', shape) : null;
+    for (const [n, x] of [['attentionMask', mask], ['tokenTypeIds', types]] as const)
+      if (x && (x.B !== B || x.T !== T)) throw new Error(`forward: ${n} has shape [${x.B}, ${x.T}], inputIds [${B}, ${T}]`);
+    const idArr = Int32Array.from(ids.data as ArrayLike<number>);
+    const maskArr = mask ? Float32Array.from(mask.data as ArrayLike<number>) : new Float32Array(B * T).fill(1);
+    const pos = new Int32Array(B * T);
+    const pad = this.config.padTokenId;
+    for (let b = 0; b < B; b++) {
+      let c = 0;
+      for (let t = 0; t < T; t++) {
+        const i = b * T + t;
+        if (this.config.modelType === 'roberta') {
+          // RoBERTa counts real tokens from padding_idx + 1; padding keeps padding_idx
+          const real = idArr[i] !== pad ? 1 : 0;
+          c += real;
+          pos[i] = real ? c + pad : pad;
+        } else pos[i] = t;
+      }
+    }
+    const maxPos = Math.max(...pos);
+    if (maxPos >= this.config.maxPositions)
+      throw new Error(`forward: sequence length ${T} needs position ${maxPos}, but the model has ${this.config.maxPositions} positions`);
+    return { B, T, idArr, maskArr, pos, typeArr: types ? Int32Array.from(types.data as ArrayLike<number>) : new Int32Array(B * T) };
+  }
+
+  forward(inputs: ModelInputs, opts: ForwardOptions = {}): ForwardResult {
+    const training = !!opts.training;
+    const { B, T, idArr, maskArr, pos, typeArr } = this.prepareInputs(inputs);
+    const dev = this.device;
+    const s = new Scope();
+    const cfg = this.config;
+    const H = cfg.hiddenSize;
+    const seedBase = (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
+    const seedOf = (layer: number, site: number) => seedBase * 1024 + layer * 16 + site;
+    const drop = (p: number, layer: number, site: number): Dropout | null => (training && p > 0 ? { p, seed: seedOf(layer, site) } : null);
+    const idsT = s.t(tensor(idArr, [B, T], { dtype: 'int32', device: dev }));
+    const keyMask = s.t(tensor(maskArr, [B, T], { dtype: 'float32', device: dev }));
+    const emb = this.weights.embeddings;
+    let e = s.t(embedding(emb.word, idsT));
+    e = s.t(add(e, s.t(embedding(emb.position, s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev }))))));
+    if (emb.tokenType) e = s.t(add(e, s.t(embedding(emb.tokenType, s.t(tensor(typeArr, [B, T], { dtype: 'int32', device: dev }))))));
+    const eln = layerNorm(e, emb.ln.weight, emb.ln.bias, { eps: cfg.layerNormEps });
+    s.t(eln.mean); s.t(eln.rstd); s.t(eln.out);
+    let x = eln.out;
+    const de = drop(cfg.hiddenDropout, 0, 15);
+    if (de) x = s.t(dropoutOp(x, de.p, de.seed));
+
+    const runOf = (i: number): LayerRun => ({
+      numHeads: cfg.numHeads, eps: cfg.layerNormEps, act: cfg.hiddenAct, keyMask,
+      dropout: { attnProbs: drop(cfg.attentionDropout, i + 1, 0), attnOut: drop(cfg.hiddenDropout, i + 1, 1), ffnOut: drop(cfg.hiddenDropout, i + 1, 2) },
+      mh: this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
+      output: this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
+    });
+    const backs: ((d: Tensor) => Tensor)[] = [];
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const input = x;
+      if (opts.checkpointing) {
+        const ls = new Scope();
+        const l = encoderLayer(ls, input, this.weights.layers[i], runOf(i));
+        x = s.t(l.out);
+        ls.dispose([l.out]);
+        backs.push((d) => {
+          const rs = new Scope(); // recompute the layer with the same dropout seeds, then go back through it
+          const again = encoderLayer(rs, input, this.weights.layers[i], runOf(i));
+          const dx = again.back(d);
+          rs.dispose([dx]);
+          return s.t(dx);
+        });
+      } else {
+        const l = encoderLayer(s, input, this.weights.layers[i], runOf(i));
+        x = l.out;
+        backs.push(l.back);
+      }
+    }
+    const last = x;
+    const res = new ForwardResult(last, s);
+
+    // the first token of each sequence, as a gather of rows of [B·T, H]
+    const clsIdx = s.t(tensor(Int32Array.from({ length: B }, (_, b) => b * T), [B], { dtype: 'int32', device: dev }));
+    const flat = s.t(last.reshape([B * T, H]));
+    let cls: Tensor | null = null;
+    const clsOf = () => (cls ??= s.t(embedding(flat, clsIdx)));
+    if (this.weights.pooler) res.poolerOutput = activation(linear(s, clsOf(), this.weights.pooler), 'tanh');
+
+    const head = this.activeHead ? this.heads.get(this.activeHead)! : null;
+    let headBack: ReturnType<ClassificationHead['forward']>['back'] | null = null;
+    let dLogits: Tensor | null = null;
+    if (head) {
+      const h = head.forward(s, clsOf(), training, seedOf(cfg.numLayers + 1, 0));
+      headBack = h.back;
+      res.logits = h.logits.to({}); // owned by the result, not the scope
+      if (opts.labels) {
+        const l = this.loss(head, res.logits, opts.labels);
+        res.loss = l.loss;
+        dLogits = s.t(l.dLogits);
+      }
+    } else if (opts.labels) throw new Error('forward: labels given but no head is active (addClassificationHead first)');
+
+    res._backward = (dLast?: Tensor) => {
+      let d: Tensor;
+      if (dLast) {
+        if (!(dLast instanceof Tensor) || dLast.shape.join() !== last.shape.join())
+          throw new Error(`backward: dLastHiddenState must be a Tensor of shape [${last.shape}]`);
+        d = dLast.dtype === this.dtype && dLast.device === dev ? dLast : s.t(dLast.to({ device: dev, dtype: this.dtype }));
+      } else {
+        if (!dLogits || !headBack) throw new Error('backward: the forward had no loss (give labels, or pass dLastHiddenState)');
+        const dcls = headBack(dLogits, (name, g) => this.accumulate(name, g));
+        const scattered = s.t(embeddingBackward(dcls, clsIdx, B * T));
+        const typed = scattered.dtype === this.dtype ? scattered : s.t(cast(scattered, this.dtype));
+        d = s.t(typed.reshape([B, T, H]));
+      }
+      for (let i = cfg.numLayers - 1; i >= 0; i--) d = backs[i](d);
+    };
+    return res;
+  }
+
+  private loss(head: ClassificationHead, logits: Tensor, labels: number[]): { loss: Tensor; dLogits: Tensor } {
+    const B = logits.shape[0];
+    if (!Array.isArray(labels) || labels.length !== B) throw new Error(`forward: labels must be an array of ${B} numbers`);
+    if (head.numLabels === 1) {
+      // regression: mean squared error, computed on the host (B values)
+      const y = logits.toArray();
+      let sum = 0;
+      const g = new Float32Array(B);
+      for (let i = 0; i < B; i++) {
+        const diff = y[i] - labels[i];
+        sum += diff * diff;
+        g[i] = (2 * diff) / B;
+      }
+      return { loss: tensor([sum / B], [1], { device: this.device }), dLogits: tensor(g, [B, 1], { device: this.device, dtype: logits.dtype }) };
+    }
+    for (const l of labels)
+      if (!Number.isInteger(l) || l < 0 || l >= head.numLabels)
+        throw new Error(`forward: label ${l} is outside [0, ${head.numLabels}) for head '${head.name}'`);
+    const lab = tensor(Int32Array.from(labels), [B], { dtype: 'int32', device: this.device });
+    try {
+      return softmaxCrossEntropy(logits, lab);
+    } finally {
+      lab.dispose();
+    }
+  }
+
+  /** Gradients of the trainable tensors from res.loss, or from a given gradient of the last hidden state. */
+  backward(res: ForwardResult, dLastHiddenState?: Tensor): void {
+    if (!(res instanceof ForwardResult)) throw new Error('backward: pass the result of forward()');
+    if (res._done || !res._backward) throw new Error('backward: this forward result was already used or disposed');
+    try {
+      res._backward(dLastHiddenState);
+    } finally {
+      res._done = true;
+      res._backward = undefined;
+      res._scope.dispose([res.lastHiddenState]); // the outputs stay readable
+    }
+  }
+
+  dispose(): void {
+    this.zeroGrad();
+    for (const n of [...this.adapters.keys()]) this.deleteAdapter(n);
+    for (const n of [...this.heads.keys()]) this.deleteHead(n);
+    for (const t of this.weights.all.values()) t.dispose();
+  }
+}

@@ -1,0 +1,117 @@
+// Transformer building blocks with their backward passes: LayerNorm (with a fused
+// residual add), masked attention softmax, head split/merge, embeddings, dropout and
+// cross-entropy. Each runs on the device its inputs live on; storage may be float32,
+// bfloat16 or float16, the arithmetic is fp32.
+import { native } from './backend';
+import { handle, Tensor } from './tensor';
+
+export interface LayerNormResult {
+  /** LayerNorm(x + residual): the dtype and shape of x. */
+  out: Tensor;
+  /** fp32 [...x.shape[:-1]]: the row means, kept for the backward. */
+  mean: Tensor;
+  /** fp32 [...x.shape[:-1]]: 1 / sqrt(var + eps) per row, kept for the backward. */
+  rstd: Tensor;
+}
+
+export interface LayerNormGradients {
+  /** Gradient w.r.t. x, and equally w.r.t. the residual (x + residual feeds the norm). */
+  dx: Tensor;
+  /** fp32 [H]. */
+  dWeight: Tensor;
+  /** fp32 [H]. */
+  dBias: Tensor;
+}
+
+/**
+ * out = LayerNorm(x + residual) over the last dimension H: (v - mean)·rstd·weight + bias.
+ * weight, bias: [H] of x's dtype; residual (optional): x's shape; eps defaults to 1e-12.
+ */
+export function layerNorm(
+  x: Tensor, weight: Tensor, bias: Tensor, opts: { eps?: number; residual?: Tensor } = {},
+): LayerNormResult {
+  const op = 'layerNorm';
+  const res = opts.residual === undefined ? undefined : handle(opts.residual, op, 'residual');
+  const r = native().layerNorm(handle(x, op, 'x'), handle(weight, op, 'weight'), handle(bias, op, 'bias'),
+    opts.eps ?? 1e-12, res);
+  return { out: new Tensor(r.out), mean: new Tensor(r.mean), rstd: new Tensor(r.rstd) };
+}
+
+/** Backward of layerNorm from dOut, with the forward's inputs and its mean/rstd. */
+export function layerNormBackward(
+  dOut: Tensor, x: Tensor, residual: Tensor | undefined, weight: Tensor, mean: Tensor, rstd: Tensor,
+): LayerNormGradients {
+  const op = 'layerNormBackward';
+  const res = residual == null ? undefined : handle(residual, op, 'residual');
+  const r = native().layerNormBackward(handle(dOut, op, 'dOut'), handle(x, op, 'x'), res, handle(weight, op, 'weight'),
+    handle(mean, op, 'mean'), handle(rstd, op, 'rstd'));
+  return { dx: new Tensor(r.dx), dWeight: new Tensor(r.dWeight), dBias: new Tensor(r.dBias) };
+}
+
+/**
+ * Attention probabilities: softmax(scale·scores) over the last dimension.
+ * scores [B, NH, Tq, Tk] (any [..., Tk] without keyMask); keyMask [B, Tk] (any dtype,
+ * nonzero = attend, 0 = padding): masked keys get probability exactly 0, and a row whose
+ * keys are all masked is all zeros.
+ */
+export function maskedSoftmax(scores: Tensor, opts: { scale?: number; keyMask?: Tensor } = {}): Tensor {
+  const op = 'maskedSoftmax';
+  const mask = opts.keyMask === undefined ? undefined : handle(opts.keyMask, op, 'keyMask');
+  return new Tensor(native().maskedSoftmax(handle(scores, op, 'scores'), opts.scale ?? 1, mask));
+}
+
+/** dScores = scale · probs ⊙ (dProbs − Σ_k probs·dProbs): the gradient w.r.t. the unscaled scores. */
+export function maskedSoftmaxBackward(probs: Tensor, dProbs: Tensor, opts: { scale?: number } = {}): Tensor {
+  const op = 'maskedSoftmaxBackward';
+  return new Tensor(native().maskedSoftmaxBackward(handle(probs, op, 'probs'), handle(dProbs, op, 'dProbs'),
+    opts.scale ?? 1));
+}
+
+/** [A, B, C, D] → [A, C, B, D]: head split [B, T, NH, dh] → [B, NH, T, dh] and merge back. Any dtype. */
+export function transpose12(x: Tensor): Tensor {
+  return new Tensor(native().transpose12(handle(x, 'transpose12', 'x')));
+}
+
+/** Rows of table [V, H] picked by int32 ids of any shape → [...ids.shape, H] of the table's dtype. */
+export function embedding(table: Tensor, ids: Tensor): Tensor {
+  return new Tensor(native().embedding(handle(table, 'embedding', 'table'), handle(ids, 'embedding', 'ids')));
+}
+
+/** dTable fp32 [numEmbeddings, H]: the dOut rows [...ids.shape, H] summed into their ids (deterministic). */
+export function embeddingBackward(dOut: Tensor, ids: Tensor, numEmbeddings: number): Tensor {
+  const op = 'embeddingBackward';
+  return new Tensor(native().embeddingBackward(handle(dOut, op, 'dOut'), handle(ids, op, 'ids'), numEmbeddings));
+}
+
+/**
+ * Philox dropout: element i is kept iff philoxWord(seed, 1, i) ≥ p·2³², and kept ones are
+ * scaled by 1/(1 − p). p in [0, 1); seed a non-negative integer. Same mask on CPU and CUDA.
+ */
+export function dropout(x: Tensor, p: number, seed: number): Tensor {
+  return new Tensor(native().dropout(handle(x, 'dropout', 'x'), p, seed));
+}
+
+/** Backward of dropout(x, p, seed): dOut through the same mask and scale. */
+export function dropoutBackward(dOut: Tensor, p: number, seed: number): Tensor {
+  return new Tensor(native().dropoutBackward(handle(dOut, 'dropoutBackward', 'dOut'), p, seed));
+}
+
+export interface CrossEntropyResult {
+  /** fp32 [1]: the mean loss over counted rows (0 when every row is ignored). */
+  loss: Tensor;
+  /** logits' dtype and shape: (softmax − onehot) / count on counted rows, 0 on ignored ones. */
+  dLogits: Tensor;
+}
+
+/**
+ * Mean softmax cross-entropy of logits [B, C] against int32 labels [B], and its gradient, in
+ * one pass. Rows whose label equals ignoreIndex (default −100) are left out of the mean.
+ */
+export function softmaxCrossEntropy(
+  logits: Tensor, labels: Tensor, opts: { ignoreIndex?: number } = {},
+): CrossEntropyResult {
+  const op = 'softmaxCrossEntropy';
+  const r = native().softmaxCrossEntropy(handle(logits, op, 'logits'), handle(labels, op, 'labels'),
+    opts.ignoreIndex ?? -100);
+  return { loss: new Tensor(r.loss), dLogits: new Tensor(r.dLogits) };
+}

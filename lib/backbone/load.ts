@@ -1,6 +1,7 @@
 // loadBackbone(dir): config.json picks the architecture; model.safetensors (or a sharded
 // index) gives the weights, with or without the model prefix and with legacy
 // LayerNorm gamma/beta names; weights go to the device in the requested dtype.
+import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
 import { defaultDevice } from '../backend';
@@ -51,6 +52,8 @@ export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise
   const find = resolver(ck, names.prefix);
   const all = new Map<string, Tensor>();
   const missing: string[] = [];
+  // The backbone's identity: sha256 over each used tensor's canonical name and stored bytes.
+  const hash = createHash('sha256');
 
   const load = (name: string, shape: number[]): Tensor => {
     const found = find(name);
@@ -62,6 +65,7 @@ export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise
     if (info.shape.join() !== shape.join())
       throw new Error(`loadBackbone: tensor '${found}' has shape [${info.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
     const t = tensor(ck.getFloat32(found), shape, { device, dtype });
+    hash.update(name).update(ck.getRaw(found));
     all.set(name, t);
     return t;
   };
@@ -97,7 +101,11 @@ export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise
         `loadBackbone: ${dir} lacks ${missing.length} tensor(s) the ${config.modelType} config needs, e.g. ${missing.slice(0, 4).join(', ')}`,
       );
     const weights: BackboneWeights = { embeddings, layers, pooler, all };
-    return new Backbone({ ...config, hasPooler: !!pooler } as EncoderConfig, names, weights, { device, dtype, seed: opts.seed });
+    const raw = config.raw as { _name_or_path?: string };
+    return new Backbone({ ...config, hasPooler: !!pooler } as EncoderConfig, names, weights, {
+      device, dtype, seed: opts.seed, weightHash: hash.digest('hex'),
+      modelName: raw._name_or_path || path.basename(path.resolve(dir)), dir: path.resolve(dir),
+    });
   } catch (e) {
     for (const t of all.values()) t.dispose();
     throw e;

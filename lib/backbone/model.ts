@@ -100,8 +100,20 @@ export class Backbone {
   private readonly gradients = new Map<string, Tensor>();
   private step = 0;
   private seedBase: number;
+  /** sha256 of the backbone's weights as stored (names and bytes): its identity in adapter files. */
+  readonly weightHash: string;
+  /** config.json's _name_or_path, else the directory's name. */
+  readonly modelName: string;
+  /** The directory it was loaded from, when loaded from disk. */
+  readonly dir?: string;
 
-  constructor(config: EncoderConfig, names: WeightNames, weights: BackboneWeights, o: { device: string; dtype: FloatDType; seed?: number }) {
+  constructor(
+    config: EncoderConfig, names: WeightNames, weights: BackboneWeights,
+    o: { device: string; dtype: FloatDType; seed?: number; weightHash?: string; modelName?: string; dir?: string },
+  ) {
+    this.weightHash = o.weightHash ?? '';
+    this.modelName = o.modelName ?? config.modelType;
+    this.dir = o.dir;
     this.config = config;
     this.names = names;
     this.weights = weights;

@@ -162,6 +162,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerBasicOps(env, exports);
   registerAdapterOps(env, exports);
   registerNnOps(env, exports);
+  registerOptimOps(env, exports);
   return exports;
 }
 

@@ -30,6 +30,7 @@ export interface Suite {
 // Loaded lazily: a suite may need things (model files, memory) the others do not.
 const SUITES: Record<string, () => Promise<Suite>> = {
   adapter: async () => (await import('./bench_adapter.js')).adapterSuite,
+  backbone: async () => (await import('./bench_backbone.js')).backboneSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]

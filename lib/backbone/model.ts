@@ -9,6 +9,10 @@ import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConf
 import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, Norm, SiteAdapter } from './blocks';
 import type { EncoderConfig, WeightNames } from './config';
 import { ClassificationHead, HeadConfig } from './heads';
+import {
+  loadAdapter as loadAdapterFiles, loadHead as loadHeadFiles, saveAdapter as saveAdapterFiles, saveHead as saveHeadFiles,
+  LoadAdapterOptions, LoadedAdapter, LoadedHead, LoadHeadOptions, SaveAdapterOptions, SaveHeadOptions,
+} from '../adapters/files';
 import { Scope } from './scope';
 
 export interface EmbeddingWeights { word: Tensor; position: Tensor; tokenType?: Tensor; ln: Norm }
@@ -475,5 +479,25 @@ export class Backbone {
     for (const n of [...this.adapters.keys()]) this.deleteAdapter(n);
     for (const n of [...this.heads.keys()]) this.deleteHead(n);
     for (const t of this.weights.all.values()) t.dispose();
+  }
+
+  // ---- adapter and head files (AdapterHub's format; see lib/adapters/files.ts) ----
+
+  /** Writes adapter `name` (and its head, by default when one has the same name) to `dir`. */
+  saveAdapter(dir: string, name: string, opts?: SaveAdapterOptions): void {
+    saveAdapterFiles(this, dir, name, opts);
+  }
+
+  /** Adds the adapter saved in `dir` (by saveAdapter or AdapterHub), with its head when there is one. */
+  loadAdapter(dir: string, opts?: LoadAdapterOptions): LoadedAdapter {
+    return loadAdapterFiles(this, dir, opts);
+  }
+
+  saveHead(dir: string, name: string, opts?: SaveHeadOptions): void {
+    saveHeadFiles(this, dir, name, opts);
+  }
+
+  loadHead(dir: string, opts?: LoadHeadOptions): LoadedHead {
+    return loadHeadFiles(this, dir, opts);
   }
 }

@@ -842,10 +842,10 @@ function planTensors(where: string, tensors: Record<string, TensorToWrite>, meta
     const d = t.data;
     if (Buffer.isBuffer(d)) {
       if (d.length !== byteLength) fail(`${what}: Buffer data is ${d.length} bytes, but shape [${t.shape.join(', ')}] × ${t.dtype} needs ${byteLength}`);
-    } else if (d instanceof Float32Array) {
+    } else if (isF32(d)) {
       if (t.dtype !== 'F32' && t.dtype !== 'F16' && t.dtype !== 'BF16') fail(`${what}: Float32Array data cannot be written as ${t.dtype} (give an Int32Array or a Buffer)`);
       if (d.length !== numel) fail(`${what}: data has ${d.length} elements, but shape [${t.shape.join(', ')}] has ${numel}`);
-    } else if (d instanceof Int32Array) {
+    } else if (isI32(d)) {
       if (t.dtype !== 'I32' && t.dtype !== 'I64') fail(`${what}: Int32Array data cannot be written as ${t.dtype} (give a Float32Array or a Buffer)`);
       if (d.length !== numel) fail(`${what}: data has ${d.length} elements, but shape [${t.shape.join(', ')}] has ${numel}`);
     } else {
@@ -879,13 +879,21 @@ function planTensors(where: string, tensors: Record<string, TensorToWrite>, meta
   return { header, plan, dataSize: offset };
 }
 
+// Typed arrays made by the native addon or another realm (jest's sandbox) fail instanceof.
+function isF32(d: unknown): d is Float32Array {
+  return Object.prototype.toString.call(d) === '[object Float32Array]';
+}
+function isI32(d: unknown): d is Int32Array {
+  return Object.prototype.toString.call(d) === '[object Int32Array]';
+}
+
 function encode(p: Planned): Buffer {
   const d = p.source.data;
   if (Buffer.isBuffer(d)) return d;
   const out = Buffer.allocUnsafe(p.byteLength);
   const dv = view(out);
   const n = d.length;
-  if (d instanceof Float32Array) {
+  if (isF32(d)) {
     if (p.dtype === 'F32') {
       if (LITTLE_ENDIAN_HOST) Buffer.from(d.buffer, d.byteOffset, d.byteLength).copy(out);
       else for (let i = 0; i < n; i++) dv.setFloat32(4 * i, d[i], true);

@@ -1,0 +1,200 @@
+#!/usr/bin/env node
+// `fused-adapters train | eval | predict | summary | demo | bench`: the main job from a shell.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Command, InvalidArgumentError } from 'commander';
+import { buildInfo, defaultDevice } from './backend';
+import { loadBackbone } from './backbone/load';
+import type { Backbone } from './backbone/model';
+import { configName } from './backbone/adapterConfig';
+import { runDemo } from './demo/run';
+import { LabelMap, readExamples } from './train/data';
+import { softmaxRows } from './train/metrics';
+import { Tokenizer } from './train/tokenizer';
+import { evaluate, train } from './train/trainer';
+
+function int(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+function float(v: string): number {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+function device(v: string): string {
+  if (v === 'cuda') return 'cuda:0';
+  if (v === 'cpu' || /^cuda:\d+$/.test(v)) return v;
+  throw new InvalidArgumentError("expected 'cpu', 'cuda' or 'cuda:N'");
+}
+function collect(v: string, prev: string[]): string[] {
+  return [...prev, v];
+}
+function mustExist(p: string, what: string): string {
+  if (!fs.existsSync(p)) throw new Error(`${what} '${p}' does not exist`);
+  return p;
+}
+
+async function openModel(dir: string, dev?: string): Promise<{ model: Backbone; tokenizer: Tokenizer }> {
+  mustExist(dir, 'model directory');
+  const model = await loadBackbone(dir, { device: dev ?? defaultDevice() });
+  const tokenizer = await Tokenizer.fromDir(dir);
+  return { model, tokenizer };
+}
+
+/** Loads saved adapters (with heads); returns name → labels. */
+function loadAdapters(model: Backbone, dirs: string[]): Map<string, (string | number)[]> {
+  const out = new Map<string, (string | number)[]>();
+  for (const d of dirs) {
+    const r = model.loadAdapter(mustExist(d, 'adapter directory'));
+    for (const w of r.warnings) console.error(`warning: ${w}`);
+    if (!r.labels) throw new Error(`adapter '${r.name}' in ${d} has no head with labels; train it with this tool or save it with a head`);
+    out.set(r.name, r.labels);
+  }
+  return out;
+}
+
+async function readLines(): Promise<string[]> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+export function makeProgram(): Command {
+  const program = new Command('fused-adapters')
+    .description('Adapter fine-tuning of frozen transformers, fused on NVIDIA GPUs and correct on the CPU')
+    .version(buildInfo().version);
+
+  program.command('train')
+    .description('train one adapter (and a classification head) on a frozen model')
+    .requiredOption('--model <dir>', 'Hugging Face model directory (config.json, model.safetensors, tokenizer.json)')
+    .requiredOption('--train <file>', 'training data (.jsonl or .csv with text[, text_pair] and label)')
+    .option('--eval <file>', 'evaluation data')
+    .option('--adapter <config>', 'seq_bn | double_seq_bn | par_bn (or pfeiffer, houlsby, parallel)', 'seq_bn')
+    .option('--name <name>', 'adapter and head name', 'task')
+    .option('--reduction-factor <n>', 'hidden size / bottleneck size', float)
+    .option('--epochs <n>', 'epochs', int, 3)
+    .option('--lr <x>', 'learning rate', float, 1e-4)
+    .option('--batch-size <n>', 'batch size', int, 16)
+    .option('--max-length <n>', 'truncate sequences to this many tokens', int, 128)
+    .option('--seed <n>', 'seed', int, 42)
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--text-column <name>', 'text column', 'text')
+    .option('--pair-column <name>', "second text column (default: 'text_pair' when present)")
+    .option('--label-column <name>', 'label column', 'label')
+    .option('--log <file>', 'JSONL training log')
+    .option('--checkpoint-dir <dir>', 'save checkpoints here (and resume from them with --resume)')
+    .option('--resume', 'resume from --checkpoint-dir')
+    .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
+    .action(async (o) => {
+      const config = configName(o.adapter);
+      const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn };
+      const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
+      const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
+      const labels = LabelMap.fromExamples(trainData);
+      if (evalData) for (const e of evalData) labels.id(e.label); // unknown labels in eval → a clear error now
+      const { model, tokenizer } = await openModel(o.model, o.device);
+      model.addAdapter(o.name, o.reductionFactor ? { config, reductionFactor: o.reductionFactor } : config);
+      console.log(`training adapter '${o.name}' (${config}) on ${model.device}: ${trainData.length} examples, ${labels.size} labels`);
+      const res = await train({
+        model, adapter: o.name, tokenizer, trainData, evalData, labels, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize,
+        maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
+        checkpointEvery: o.checkpointDir ? 50 : undefined,
+      });
+      model.saveAdapter(o.out, o.name, { labels: labels.labels });
+      console.log(model.summary());
+      if (res.final) console.log(`eval: accuracy ${(100 * res.final.accuracy).toFixed(2)}%, macro-F1 ${res.final.macroF1.toFixed(4)}, loss ${res.final.loss.toFixed(4)}`);
+      console.log(`${res.steps} steps, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; saved to ${o.out}`);
+    });
+
+  program.command('eval')
+    .description('evaluate a saved adapter on labelled data')
+    .requiredOption('--model <dir>', 'model directory')
+    .requiredOption('--adapter <dir>', 'saved adapter directory')
+    .requiredOption('--data <file>', '.jsonl or .csv with text and label')
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--batch-size <n>', 'batch size', int, 32)
+    .action(async (o) => {
+      const { model, tokenizer } = await openModel(o.model, o.device);
+      const [[name, labels]] = [...loadAdapters(model, [o.adapter])];
+      model.setActiveAdapter(name);
+      model.setActiveHead(name);
+      const data = await readExamples(mustExist(o.data, 'data file'));
+      const m = await evaluate(model, tokenizer, data, LabelMap.fromList(labels), { batchSize: o.batchSize });
+      console.log(JSON.stringify({ adapter: name, ...m }));
+    });
+
+  program.command('predict')
+    .description('label texts (arguments, or lines on stdin); several adapters are routed by name ("name: text" or --task)')
+    .requiredOption('--model <dir>', 'model directory')
+    .requiredOption('--adapter <dir>', 'saved adapter directory (repeat for several)', collect, [])
+    .option('--task <name>', 'the adapter to use for every text')
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .argument('[texts...]')
+    .action(async (texts: string[], o) => {
+      const { model, tokenizer } = await openModel(o.model, o.device);
+      const adapters = loadAdapters(model, o.adapter);
+      const inputs = texts.length ? texts : await readLines();
+      for (const line of inputs) {
+        let task = o.task as string | undefined;
+        let text = line;
+        const m = /^([A-Za-z0-9_-]+):\s*(.*)$/.exec(line);
+        if (!task && m && adapters.has(m[1])) [task, text] = [m[1], m[2]];
+        if (!task) {
+          if (adapters.size !== 1) throw new Error(`which adapter for "${line}"? prefix it with one of ${[...adapters.keys()].join(', ')} or pass --task`);
+          task = [...adapters.keys()][0];
+        }
+        const labels = adapters.get(task);
+        if (!labels) throw new Error(`no adapter named '${task}' (loaded: ${[...adapters.keys()].join(', ')})`);
+        model.setActiveAdapter(task);
+        model.setActiveHead(task);
+        const enc = tokenizer.encodeBatch([text]);
+        const r = model.forward({ inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape });
+        const probs = softmaxRows(r.logits!.toArray(), r.logits!.shape[1])[0];
+        r.dispose();
+        const best = probs.indexOf(Math.max(...probs));
+        const probabilities = Object.fromEntries(labels.map((l, i) => [String(l), Number(probs[i].toFixed(6))]));
+        console.log(JSON.stringify({ task, text, label: labels[best], probabilities }));
+      }
+    });
+
+  program.command('summary')
+    .description("the backbone's size and each adapter's share of it")
+    .requiredOption('--model <dir>', 'model directory')
+    .option('--adapter <dir>', 'saved adapter directory (repeatable)', collect, [])
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .action(async (o) => {
+      mustExist(o.model, 'model directory');
+      const model = await loadBackbone(o.model, { device: o.device ?? 'cpu' });
+      for (const d of o.adapter) model.loadAdapter(mustExist(d, 'adapter directory'));
+      console.log(model.summary());
+    });
+
+  program.command('demo')
+    .description('train one adapter per task on a small built-in backbone and route queries (no network)')
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--out <dir>', 'where to write the demo backbone and adapters')
+    .action(async (o) => {
+      await runDemo({ device: o.device, outDir: o.out });
+    });
+
+  program.command('bench')
+    .description('microbenchmarks (see npm run bench)')
+    .allowUnknownOption(true)
+    .argument('[args...]')
+    .action((args: string[]) => {
+      const script = path.join(__dirname, '..', 'scripts', 'bench.js');
+      const r = spawnSync(process.execPath, [script, ...args], { stdio: 'inherit' });
+      process.exitCode = r.status ?? 1;
+    });
+  return program;
+}
+
+if (require.main === module) {
+  makeProgram().parseAsync(process.argv).catch((e: Error) => {
+    console.error(`fused-adapters: ${e.message}`);
+    process.exitCode = 1;
+  });
+}

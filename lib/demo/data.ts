@@ -1,0 +1,92 @@
+// The demo's data: three customer-service tasks (order status, technical support,
+// billing), each with three intents, generated from templates with a seeded generator,
+// so every run sees the same examples without any download.
+import type { Example } from '../train/data';
+
+export interface DemoTask {
+  name: string;
+  description: string;
+  train: Example[];
+  eval: Example[];
+}
+
+type Templates = Record<string, string[]>;
+
+const SLOTS: Record<string, string[]> = {
+  item: ['shoes', 'laptop', 'phone', 'book', 'jacket', 'headphones', 'camera', 'watch', 'backpack', 'tablet'],
+  time: ['yesterday', 'last week', 'today', 'this morning', 'on monday', 'two days ago'],
+  screen: ['settings', 'the camera', 'my profile', 'the cart', 'the home screen', 'notifications'],
+  opener: ['', '', 'hi', 'hello', 'hey there', 'good morning', 'excuse me'],
+  closer: ['', '', 'thanks', 'please help', 'thank you', 'as soon as possible', 'any idea'],
+};
+
+const TASKS: { name: string; description: string; intents: Templates }[] = [
+  {
+    name: 'order_status',
+    description: 'where an order is, cancelling it, changing its address',
+    intents: {
+      where_is_order: ['where is my {item} order', 'my {item} has not arrived yet', 'can you track my package', 'when will my {item} be delivered', 'what is the status of my order', 'the {item} i ordered {time} is still not here'],
+      cancel_order: ['please cancel my {item} order', 'i want to cancel the order i placed {time}', 'stop my order before it ships', 'cancel the {item} i bought', 'i changed my mind about the {item} please cancel it'],
+      change_address: ['i need to change the delivery address', 'please ship my {item} to a new address', 'update the shipping address on my order', 'i moved {time} so send the {item} to my new home', 'the address on my order is wrong'],
+    },
+  },
+  {
+    name: 'tech_support',
+    description: 'login problems, app crashes, slow connections',
+    intents: {
+      login_problem: ['i cannot log in to my account', 'my password reset link does not work', 'the login page says invalid password', 'i am locked out of my account since {time}', 'two factor code never arrives when i sign in'],
+      app_crash: ['the app crashes when i open {screen}', 'the application closes right after start', 'it keeps freezing and then crashes', 'the app crashed {time} when i tapped {screen}', 'every time i open {screen} the app quits'],
+      slow_connection: ['the connection is very slow {time}', 'pages take forever to load', 'the network keeps dropping', 'videos buffer all the time since {time}', 'my internet is slow on the {item}'],
+    },
+  },
+  {
+    name: 'billing',
+    description: 'refunds, invoice copies, double charges',
+    intents: {
+      refund_request: ['i would like a refund for my {item}', 'please return my money for the {item}', 'how do i get my money back', 'i returned the {item} {time} and want a refund', 'refund the {item} please'],
+      invoice_copy: ['can you send me a copy of my invoice', 'i need the receipt for the {item}', 'where can i download my invoice', 'please email the invoice from {time}', 'i lost the receipt for my order'],
+      double_charge: ['i was charged twice for my {item}', 'there are two payments on my card', 'you billed me two times {time}', 'my card shows a double charge for the {item}', 'the same payment went through twice'],
+    },
+  },
+];
+
+function mulberry32(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function fill(template: string, rnd: () => number): string {
+  const pick = (xs: string[]) => xs[Math.floor(rnd() * xs.length)];
+  const body = template.replace(/\{(\w+)\}/g, (_, k: string) => pick(SLOTS[k]));
+  return [pick(SLOTS.opener), body, pick(SLOTS.closer)].filter(Boolean).join(' ');
+}
+
+/** Three tasks; per intent `perIntent` training and `perIntent / 3` evaluation examples. */
+export function demoTasks(perIntent = 60, seed = 7): DemoTask[] {
+  return TASKS.map((t, ti) => {
+    const rnd = mulberry32(seed * 1000 + ti);
+    const make = (n: number) => {
+      const out: Example[] = [];
+      for (const [label, templates] of Object.entries(t.intents))
+        for (let i = 0; i < n; i++) out.push({ text: fill(templates[Math.floor(rnd() * templates.length)], rnd), label });
+      return out;
+    };
+    return { name: t.name, description: t.description, train: make(perIntent), eval: make(Math.max(3, Math.round(perIntent / 3))) };
+  });
+}
+
+/** Queries for the routing part of the demo: each names the task it belongs to. */
+export const DEMO_QUERIES: { task: string; text: string }[] = [
+  { task: 'order_status', text: 'hi where is my camera order' },
+  { task: 'billing', text: 'you charged my card twice for the watch' },
+  { task: 'tech_support', text: 'the app crashes when i open settings' },
+  { task: 'order_status', text: 'please send the jacket to my new address' },
+  { task: 'billing', text: 'can i get a copy of the invoice' },
+  { task: 'tech_support', text: 'i forgot my password and cannot log in' },
+];

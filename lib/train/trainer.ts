@@ -1,0 +1,262 @@
+// The training loop: forward, loss, backward, clip, AdamW step on the adapter and head;
+// evaluation, best-adapter tracking, early stopping, a progress bar, a JSONL log, and
+// checkpoints that resume exactly where training stopped.
+import * as fs from 'fs';
+import { SingleBar, Presets } from 'cli-progress';
+import type { Backbone } from '../backbone/model';
+import { AdamW } from '../optim/adamw';
+import { clipGradNorm } from '../optim/clip';
+import { LRSchedule, ScheduleKind } from '../optim/schedule';
+import { scale } from '../ops';
+import type { Tensor } from '../tensor';
+import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { Batch, DataLoader, Example, LabelMap } from './data';
+import { accuracy, argmaxRows, macroF1, Metrics } from './metrics';
+import type { Tokenizer } from './tokenizer';
+
+export interface TrainOptions {
+  model: Backbone;
+  /** The adapter to train (must have been added). */
+  adapter: string;
+  /** The head to train (default: the adapter's name); added when missing. */
+  head?: string;
+  tokenizer: Tokenizer;
+  trainData: Example[];
+  evalData?: Example[];
+  labels?: LabelMap;
+  epochs?: number; // default 3 (ignored when steps is given)
+  steps?: number;
+  batchSize?: number; // default 16
+  lr?: number; // default 1e-4 (AdapterHub's usual adapter learning rate)
+  weightDecay?: number; // default 0.01
+  warmup?: number; // warmup steps (or a fraction of the total when < 1); default 0
+  schedule?: ScheduleKind; // default 'linear'
+  maxGradNorm?: number; // default 1.0; 0 disables clipping
+  gradientAccumulation?: number; // default 1
+  maxLength?: number; // default 128
+  evalEvery?: number; // optimizer steps; default: once per epoch
+  earlyStoppingPatience?: number; // evaluations without improvement; default: off
+  seed?: number; // default 42
+  checkpointDir?: string;
+  checkpointEvery?: number; // optimizer steps
+  resume?: boolean; // continue from checkpointDir when it holds a checkpoint
+  logFile?: string; // JSONL
+  progress?: boolean; // default: when stderr is a TTY
+  checkpointing?: boolean; // gradient checkpointing
+  /** Stop after this many optimizer steps in this call (to test resume); default: run to the end. */
+  stopAfter?: number;
+  onLog?: (entry: Record<string, unknown>) => void;
+}
+
+export interface TrainResult {
+  steps: number;
+  epochs: number;
+  stoppedEarly: boolean;
+  best: { step: number; metrics: Metrics } | null;
+  final: Metrics | null;
+  labels: LabelMap;
+  tokensPerSecond: number;
+  secondsPerStep: number;
+  history: Record<string, unknown>[];
+}
+
+export async function evaluate(
+  model: Backbone, tokenizer: Tokenizer, data: Example[], labels: LabelMap, o: { batchSize?: number; maxLength?: number } = {},
+): Promise<Metrics> {
+  const loader = new DataLoader(data, tokenizer, labels, { batchSize: o.batchSize ?? 32, shuffle: false, maxLength: o.maxLength });
+  const pred: number[] = [];
+  const gold: number[] = [];
+  let lossSum = 0;
+  for (let i = 0; i < loader.length; i++) {
+    const b = loader.batchAt(0, i);
+    const res = model.forward(inputsOf(b), { labels: b.labels });
+    const logits = await res.logits!.data();
+    lossSum += res.loss!.toArray()[0] * b.labels.length;
+    pred.push(...argmaxRows(logits, res.logits!.shape[1]));
+    gold.push(...b.labels);
+    res.dispose();
+  }
+  return { loss: gold.length ? lossSum / gold.length : 0, accuracy: accuracy(pred, gold), macroF1: macroF1(pred, gold), count: gold.length };
+}
+
+export function inputsOf(b: Batch) {
+  return { inputIds: b.inputIds, attentionMask: b.attentionMask, tokenTypeIds: b.tokenTypeIds, shape: b.shape };
+}
+
+function snapshot(params: Map<string, Tensor>): Map<string, Float32Array> {
+  return new Map([...params].map(([k, t]) => [k, t.toArray()]));
+}
+
+function restore(params: Map<string, Tensor>, values: Map<string, Float32Array>, what: string): void {
+  for (const [k, t] of params) {
+    const v = values.get(k);
+    if (!v) throw new Error(`train: ${what} lacks '${k}'`);
+    t.copyFrom(v);
+  }
+}
+
+export async function train(o: TrainOptions): Promise<TrainResult> {
+  const { model, tokenizer } = o;
+  if (!o.trainData?.length) throw new Error('train: trainData is empty');
+  const seed = o.seed ?? 42;
+  const labels = o.labels ?? LabelMap.fromExamples(o.trainData);
+  const headName = o.head ?? o.adapter;
+  if (!model.head(headName)) model.addClassificationHead(headName, { numLabels: labels.size }, { seed: seed + 17 });
+  else if (model.head(headName)!.numLabels !== labels.size)
+    throw new Error(`train: head '${headName}' has ${model.head(headName)!.numLabels} labels, the data has ${labels.size}`);
+  model.trainAdapter(o.adapter);
+  model.setActiveHead(headName);
+  const params = model.namedParameters();
+  const batchSize = o.batchSize ?? 16;
+  const accum = Math.max(1, o.gradientAccumulation ?? 1);
+  const loader = new DataLoader(o.trainData, tokenizer, labels, { batchSize, shuffle: true, seed, maxLength: o.maxLength });
+  const stepsPerEpoch = Math.max(1, Math.floor(loader.length / accum));
+  const totalSteps = o.steps ?? stepsPerEpoch * (o.epochs ?? 3);
+  const warmupSteps = o.warmup === undefined ? 0 : o.warmup < 1 ? Math.round(o.warmup * totalSteps) : Math.round(o.warmup);
+  const lr = o.lr ?? 1e-4;
+  const schedule = new LRSchedule(o.schedule ?? 'linear', { baseLr: lr, warmupSteps, totalSteps });
+  const opt = new AdamW(params, { lr, weightDecay: o.weightDecay ?? 0.01 });
+  const evalEvery = o.evalEvery ?? stepsPerEpoch;
+  const log = o.logFile ? fs.openSync(o.logFile, 'a') : null;
+  const history: Record<string, unknown>[] = [];
+  const emit = (e: Record<string, unknown>) => {
+    history.push(e);
+    if (log !== null) fs.writeSync(log, JSON.stringify(e) + '\n');
+    o.onLog?.(e);
+  };
+
+  let pos = { step: 0, epoch: 0, index: 0 };
+  let best: { score: number; step: number } | null = null;
+  let bestParams = new Map<string, Float32Array>();
+  let bestMetrics: Metrics | null = null;
+  let evalsWithoutImprovement = 0;
+  if (o.resume && o.checkpointDir && hasCheckpoint(o.checkpointDir)) {
+    const ck = loadCheckpoint(o.checkpointDir);
+    if (ck.state.seed !== seed) throw new Error(`train: the checkpoint was made with seed ${ck.state.seed}, this run has ${seed}`);
+    restore(params, ck.params, 'the checkpoint');
+    const entries: Record<string, { expAvg: Float32Array; expAvgSq: Float32Array; master?: Float32Array; step: number }> = {};
+    for (const [k, e] of Object.entries(ck.state.entries))
+      entries[k] = { expAvg: ck.expAvg.get(k)!, expAvgSq: ck.expAvgSq.get(k)!, master: e.hasMaster ? ck.master.get(k) : undefined, step: e.step };
+    opt.loadState({ ...ck.state.optimizer, entries });
+    pos = { ...ck.state.position };
+    best = ck.state.best ? { score: ck.state.best.score, step: ck.state.best.step } : null;
+    bestMetrics = ck.state.best?.metrics ?? null;
+    bestParams = ck.best;
+    evalsWithoutImprovement = ck.state.evalsWithoutImprovement;
+    emit({ event: 'resume', step: pos.step, epoch: pos.epoch, index: pos.index });
+  }
+
+  const save = () => {
+    if (!o.checkpointDir) return;
+    const st = opt.state();
+    const shapes = new Map([...params].map(([k, t]) => [k, [...t.shape]]));
+    const expAvg = new Map<string, Float32Array>(), expAvgSq = new Map<string, Float32Array>(), master = new Map<string, Float32Array>();
+    const entries: Record<string, { step: number; hasMaster: boolean }> = {};
+    for (const [k, e] of Object.entries(st.entries)) {
+      expAvg.set(k, e.expAvg);
+      expAvgSq.set(k, e.expAvgSq);
+      if (e.master) master.set(k, e.master);
+      entries[k] = { step: e.step, hasMaster: !!e.master };
+    }
+    saveCheckpoint(o.checkpointDir, {
+      state: {
+        version: 1, position: pos, seed, optimizer: { step: st.step, lr: st.lr, betas: st.betas, eps: st.eps, weightDecay: st.weightDecay },
+        entries, best: best ? { ...best, metrics: bestMetrics ?? undefined } : null, evalsWithoutImprovement,
+        labels: labels.labels, tensorsFile: '',
+      },
+      params: snapshot(params), expAvg, expAvgSq, master, best: bestParams,
+    }, shapes);
+  };
+
+  const runEval = async (): Promise<boolean> => {
+    if (!o.evalData?.length) return false;
+    const m = await evaluate(model, tokenizer, o.evalData, labels, { batchSize, maxLength: o.maxLength });
+    emit({ event: 'eval', step: pos.step, epoch: pos.epoch, ...m });
+    const score = m.accuracy - 1e-6 * m.loss; // accuracy first, loss breaks ties
+    if (!best || score > best.score) {
+      best = { score, step: pos.step };
+      bestParams = snapshot(params);
+      bestMetrics = m;
+      evalsWithoutImprovement = 0;
+    } else evalsWithoutImprovement++;
+    return o.earlyStoppingPatience !== undefined && evalsWithoutImprovement >= o.earlyStoppingPatience;
+  };
+
+  const showBar = o.progress ?? !!process.stderr.isTTY;
+  const bar = showBar
+    ? new SingleBar({ format: 'train [{bar}] {value}/{total} | loss {loss} | lr {lr} | {tps} tok/s', hideCursor: true, stream: process.stderr }, Presets.shades_classic)
+    : null;
+  bar?.start(totalSteps, pos.step, { loss: '-', lr: '-', tps: '-' });
+
+  let stoppedEarly = false;
+  let tokens = 0;
+  let seconds = 0;
+  let stepsThisCall = 0;
+  try {
+    while (pos.step < totalSteps) {
+      const t0 = process.hrtime.bigint();
+      let lossSum = 0;
+      let stepTokens = 0;
+      for (let a = 0; a < accum; a++) {
+        if (pos.index >= loader.length) {
+          pos.epoch++;
+          pos.index = 0;
+        }
+        const b = loader.batchAt(pos.epoch, pos.index++);
+        // dropout masks keyed by the step and micro-batch: a resumed run draws the same ones
+        const res = model.forward(inputsOf(b), { labels: b.labels, training: true, seed: (seed * 100003 + pos.step * 64 + a) % 2 ** 31, checkpointing: o.checkpointing });
+        lossSum += res.loss!.toArray()[0];
+        stepTokens += b.lengths.reduce((x, y) => x + y, 0);
+        model.backward(res);
+        res.dispose();
+      }
+      const grads = model.grads();
+      // the mean over micro-batches, as one large batch would give
+      if (accum > 1) for (const g of grads.values()) scaleInPlace(g, 1 / accum);
+      const gradNorm = (o.maxGradNorm ?? 1) > 0 ? clipGradNorm(grads, o.maxGradNorm ?? 1) : NaN;
+      const stepLr = schedule.lr(pos.step);
+      opt.step(grads, stepLr);
+      model.zeroGrad();
+      pos.step++;
+      stepsThisCall++;
+      const dt = Number(process.hrtime.bigint() - t0) / 1e9;
+      tokens += stepTokens;
+      seconds += dt;
+      const loss = lossSum / accum;
+      emit({ event: 'step', step: pos.step, epoch: pos.epoch, loss, lr: stepLr, gradNorm, tokensPerSecond: stepTokens / dt });
+      bar?.update(pos.step, { loss: loss.toFixed(4), lr: stepLr.toExponential(2), tps: Math.round(tokens / seconds) });
+      if (pos.step % evalEvery === 0 || pos.step === totalSteps) {
+        if (await runEval()) {
+          stoppedEarly = true;
+          emit({ event: 'early_stop', step: pos.step });
+        }
+      }
+      if (o.checkpointDir && o.checkpointEvery && pos.step % o.checkpointEvery === 0) save();
+      if (stoppedEarly || (o.stopAfter !== undefined && stepsThisCall >= o.stopAfter)) break;
+    }
+  } finally {
+    bar?.stop();
+    if (log !== null) fs.closeSync(log);
+  }
+  if (o.checkpointDir && o.checkpointEvery === undefined) save();
+  const finished = pos.step >= totalSteps || stoppedEarly;
+  if (finished && bestParams.size) restore(params, bestParams, 'the best snapshot'); // keep the best adapter
+  opt.dispose();
+  return {
+    steps: pos.step,
+    epochs: pos.epoch + (pos.index > 0 ? 1 : 0),
+    stoppedEarly,
+    best: best && bestMetrics ? { step: (best as { step: number }).step, metrics: bestMetrics } : null,
+    final: bestMetrics,
+    labels,
+    tokensPerSecond: seconds ? tokens / seconds : 0,
+    secondsPerStep: stepsThisCall ? seconds / stepsThisCall : 0,
+    history,
+  };
+}
+
+function scaleInPlace(g: Tensor, s: number): void {
+  const scaled = scale(g, s);
+  g.copyFrom(scaled);
+  scaled.dispose();
+}

@@ -179,10 +179,14 @@ export interface LayerRun {
   output: SiteAdapter | null;
 }
 
-/** A post-LN encoder layer (BERT, RoBERTa, DistilBERT): out and its backward (dOut → dx). */
+/**
+ * A post-LN encoder layer (BERT, RoBERTa, DistilBERT): out and its backward (dOut → dx).
+ * back(dOut, false) only collects the adapters' gradients and skips the rest (returns null):
+ * for the lowest adapted layer nothing below needs a gradient.
+ */
 export function encoderLayer(
   s: Scope, x: Tensor, w: LayerWeights, run: LayerRun,
-): { out: Tensor; back: (dOut: Tensor) => Tensor } {
+): { out: Tensor; back: (dOut: Tensor, needDx?: boolean) => Tensor | null } {
   const att = attention(s, x, w.attn, run.numHeads, run.keyMask, run.dropout.attnProbs);
   const h = maybeDropout(s, linear(s, att.ctx, w.attnOut), run.dropout.attnOut);
   const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh);
@@ -190,12 +194,14 @@ export function encoderLayer(
   const I = s.t(activation(u, run.act));
   const h2 = maybeDropout(s, linear(s, I, w.out), run.dropout.ffnOut);
   const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output);
-  const back = (dOut: Tensor): Tensor => {
+  const back = (dOut: Tensor, needDx = true): Tensor | null => {
     const b = B.back(dOut);
+    if (!needDx && !run.mh) return null;
     const dh2 = maybeDropoutBackward(s, b.dh, run.dropout.ffnOut);
     const du = s.t(activationGrad(u, linearBackward(s, dh2, w.out), run.act));
     const dA = s.t(add(b.dx, linearBackward(s, du, w.inter)));
     const a = A.back(dA);
+    if (!needDx) return null;
     const dh = maybeDropoutBackward(s, a.dh, run.dropout.attnOut);
     const dxAtt = att.back(linearBackward(s, dh, w.attnOut));
     return s.t(add(a.dx, dxAtt));

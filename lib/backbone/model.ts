@@ -312,6 +312,14 @@ export class Backbone {
     };
   }
 
+  /** The lowest layer holding a site of the trained, active adapter (numLayers when none). */
+  private lowestTrainedLayer(): number {
+    if (!this.activeAdapter || this.activeAdapter !== this.trainedAdapter) return this.config.numLayers;
+    let lowest = this.config.numLayers;
+    for (const key of this.adapters.get(this.activeAdapter)!.sites.keys()) lowest = Math.min(lowest, Number(key.split('.')[0]));
+    return lowest;
+  }
+
   private prepareInputs(inputs: ModelInputs) {
     if (!inputs || inputs.inputIds === undefined) throw new Error('forward: inputs.inputIds is required');
     const ids = flatten(inputs.inputIds, 'inputIds', inputs.shape);
@@ -372,7 +380,7 @@ export class Backbone {
       mh: this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
       output: this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
     });
-    const backs: ((d: Tensor) => Tensor)[] = [];
+    const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
       const input = x;
       if (opts.checkpointing) {
@@ -380,12 +388,12 @@ export class Backbone {
         const l = encoderLayer(ls, input, this.weights.layers[i], runOf(i));
         x = s.t(l.out);
         ls.dispose([l.out]);
-        backs.push((d) => {
+        backs.push((d, needDx) => {
           const rs = new Scope(); // recompute the layer with the same dropout seeds, then go back through it
           const again = encoderLayer(rs, input, this.weights.layers[i], runOf(i));
-          const dx = again.back(d);
-          rs.dispose([dx]);
-          return s.t(dx);
+          const dx = again.back(d, needDx);
+          rs.dispose(dx ? [dx] : []);
+          return dx ? s.t(dx) : null;
         });
       } else {
         const l = encoderLayer(s, input, this.weights.layers[i], runOf(i));
@@ -430,7 +438,13 @@ export class Backbone {
         const typed = scattered.dtype === this.dtype ? scattered : s.t(cast(scattered, this.dtype));
         d = s.t(typed.reshape([B, T, H]));
       }
-      for (let i = cfg.numLayers - 1; i >= 0; i--) d = backs[i](d);
+      // Only the trained adapter needs gradients: stop at the lowest layer that has one of its sites.
+      const lowest = this.lowestTrainedLayer();
+      for (let i = cfg.numLayers - 1; i >= lowest; i--) {
+        const dx = backs[i](d, i > lowest);
+        if (!dx) break;
+        d = dx;
+      }
     };
     return res;
   }

@@ -30,6 +30,16 @@ describe('package entry points', () => {
     expect(r.stderr).toBe('');
     expect(r.stdout.trim()).toBe('3,3,7,7 8');
   });
+
+  test('the ESM entry exports exactly what the CommonJS one does', () => {
+    const r = node(['--input-type=module', '-e',
+      "import * as esm from 'fused-adapters'; import { createRequire } from 'module';" +
+      "const cjs = createRequire(process.cwd() + '/')('fused-adapters');" +
+      "const a = Object.keys(esm).filter((k) => k !== 'default').sort().join(); const b = Object.keys(cjs).sort().join();" +
+      "console.log(a === b ? 'same' : 'esm: ' + a + ' cjs: ' + b)"]);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim()).toBe('same');
+  });
 });
 
 describe('prebuilds', () => {

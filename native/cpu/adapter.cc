@@ -126,16 +126,27 @@ void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPr
     for (size_t i = i0; i < i1; i++) h[i] = actForward(a.act, hPre[i]);
   });
 
-  // gm = dOut ⊙ mask (the gradient reaching s⊙z); gs = gm ⊙ s (reaching z)
-  std::vector<float> gm(nd), gs(nd);
-  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
-    for (size_t n = n0; n < n1; n++)
-      for (int c = 0; c < a.d; c++) {
-        size_t i = n * a.d + c;
-        gm[i] = dOut.get()[i] * drop.at(i);
-        gs[i] = gm[i] * s.at(c);
-      }
-  });
+  // G is the gradient reaching z = h·upᵀ + b_up, times alpha. With a scalar scale and no
+  // dropout it is dOut itself (alpha = s): no N×d buffer is made.
+  bool simple = !a.scaleT && !drop.on;
+  std::vector<float> gm, gs;
+  const float* G = dOut.get();
+  float alpha = a.scale;
+  if (!simple) {
+    // gm = dOut ⊙ mask (the gradient reaching s⊙z); gs = gm ⊙ s (reaching z)
+    gm.resize(nd);
+    gs.resize(nd);
+    parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+      for (size_t n = n0; n < n1; n++)
+        for (int c = 0; c < a.d; c++) {
+          size_t i = n * a.d + c;
+          gm[i] = dOut.get()[i] * drop.at(i);
+          gs[i] = gm[i] * s.at(c);
+        }
+    });
+    G = gs.data();
+    alpha = 1.0f;
+  }
 
   if (g.dScale) {  // dScale = Σ gm ⊙ z, per channel or in total
     std::vector<float> z;
@@ -152,11 +163,13 @@ void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPr
     }
   }
 
-  sgemm(true, false, a.d, a.r, a.N, gs.data(), h.data(), g.dUpW);  // [d, r] = gsᵀ·h
-  colSum(DType::F32, gs.data(), g.dUpB, a.N, a.d);
+  gemm(DType::F32, true, false, a.d, a.r, a.N, alpha, G, a.d, 0, h.data(), a.r, 0, 0.0f, g.dUpW, a.r, 0, 1, "adapter");
+  colSum(DType::F32, G, g.dUpB, a.N, a.d);
+  if (alpha != 1.0f)
+    for (int c = 0; c < a.d; c++) g.dUpB[c] *= alpha;
 
-  std::vector<float> dH(nr);
-  sgemm(false, false, a.N, a.r, a.d, gs.data(), uw.get(), dH.data());  // [N, r] = gs·up
+  std::vector<float> dH(nr);  // [N, r] = alpha · G·up, then ⊙ act'(h_pre)
+  gemm(DType::F32, false, false, a.N, a.r, a.d, alpha, G, a.d, 0, uw.get(), a.r, 0, 0.0f, dH.data(), a.r, 0, 1, "adapter");
   parallelFor(nr, 1 << 14, [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) dH[i] *= actGrad(a.act, hPre[i]);
   });
@@ -164,14 +177,13 @@ void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPr
   sgemm(true, false, a.r, a.d, a.N, dH.data(), x.get(), g.dDownW);  // [r, d] = dHpreᵀ·x
   colSum(DType::F32, dH.data(), g.dDownB, a.N, a.r);
 
-  std::vector<float> dx(nd);
-  sgemm(false, false, a.N, a.d, a.r, dH.data(), dw.get(), dx.data());  // [N, d] = dHpre·down
-  if (g.addDOutToDx) {
-    parallelFor(nd, 1 << 15, [&](size_t i0, size_t i1) {
-      for (size_t i = i0; i < i1; i++) dx[i] += dOut.get()[i];
-    });
-  }
-  fromFloat(a.dtype, dx.data(), g.dx, nd);
+  // dx = dHpre·down (+ dOut): straight into dx when it is fp32
+  std::vector<float> dxBuf;
+  float* dx = a.dtype == DType::F32 ? static_cast<float*>(g.dx) : (dxBuf.resize(nd), dxBuf.data());
+  if (g.addDOutToDx) std::copy(dOut.get(), dOut.get() + nd, dx);
+  gemm(DType::F32, false, false, a.N, a.d, a.r, 1.0f, dH.data(), a.r, 0, dw.get(), a.d, 0, g.addDOutToDx ? 1.0f : 0.0f,
+       dx, a.d, 0, 1, "adapter");
+  if (a.dtype != DType::F32) fromFloat(a.dtype, dx, g.dx, nd);
 }
 
 void adapterForwardBatched(const BatchedArgs& b, void* out) {

@@ -20,7 +20,6 @@ using namespace nvcuda;
 namespace {
 
 constexpr unsigned kThreads = 256;
-constexpr int kTileRows = 16;   // rows per fused tile (one WMMA fragment high)
 constexpr int kMaxFusedR = 256; // the bottleneck held in shared memory
 
 cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
@@ -167,11 +166,12 @@ void colReduce(int dev, const T* x, const Y* y, const Y* yBias, float* out, size
 // Which rows a tile covers and which adapter's weights it uses: contiguous rows for one
 // adapter, or (batched) a gathered list of row indices (-1 = empty slot) per tile.
 struct TileMap {
-  const int* rowIdx = nullptr;       // [tiles * 16] or nullptr
-  const int* tileAdapter = nullptr;  // [tiles] or nullptr (adapter 0)
+  const int* rowIdx = nullptr;          // [tiles * tileRows] or nullptr
+  const int* tileAdapter = nullptr;     // [tiles] or nullptr (adapter 0)
   const float* adapterScale = nullptr;  // [A] or nullptr (use the scalar / scale tensor)
+  int tileRows = 0;                     // rows per tile of the kernel that reads this map
   __device__ __forceinline__ int row(int tile, int i, int N) const {
-    int r = rowIdx ? rowIdx[tile * kTileRows + i] : tile * kTileRows + i;
+    int r = rowIdx ? rowIdx[tile * tileRows + i] : tile * tileRows + i;
     return r < N ? r : -1;
   }
   __device__ __forceinline__ int adapter(int tile) const { return tileAdapter ? tileAdapter[tile] : 0; }
@@ -192,63 +192,97 @@ struct FwdParams {
   TileMap map;
 };
 
-constexpr int kChunk = 64;  // x columns staged in shared memory per step (WMMA kernel)
-constexpr int kWarps = 4;
+// Tensor-core kernels: 64-row tiles, 8 warps. A tile reads each weight matrix once, so the
+// weights cost r/32 of x's traffic (from L2); x and out move once.
+constexpr int kWmmaRows = 64;
+constexpr int kWmmaWarps = 8;
+constexpr int kChunk = 64;                              // columns of x (or dOut) staged per step
+constexpr int kColFrags = kMaxFusedR / 16 / 2;          // accumulator fragments per warp in phase 1
 
 __host__ __device__ constexpr size_t align128(size_t n) { return (n + 127) / 128 * 128; }
 
+// Shared memory of the tensor-core kernels: the staged input chunk [64][kChunk+8], the staged
+// weight chunk (forward: down rows [r][kChunk+8]; backward: up rows [kChunk][r+8]), h_pre or dh
+// [64][r] fp32, h or dh_pre [64][r+8], and a 16x16 fp32 staging tile per warp.
 template <typename T>
-size_t wmmaForwardSmem(int r) {
-  return align128(kTileRows * (kChunk + 8) * sizeof(T)) + align128(kTileRows * r * sizeof(float)) +
-         align128(kTileRows * (r + 8) * sizeof(T)) + kWarps * 256 * sizeof(float);
+struct WmmaSmem {
+  size_t in, w, hp, hs, stg;
+  __host__ __device__ WmmaSmem(int r, bool backward) {
+    in = align128(size_t(kWmmaRows) * (kChunk + 8) * sizeof(T));
+    w = align128((backward ? size_t(kChunk) * (r + 8) : size_t(r) * (kChunk + 8)) * sizeof(T));
+    hp = align128(size_t(kWmmaRows) * r * sizeof(float));
+    hs = align128(size_t(kWmmaRows) * (r + 8) * sizeof(T));
+    stg = size_t(kWmmaWarps) * 256 * sizeof(float);
+  }
+  __host__ __device__ size_t total() const { return in + w + hp + hs + stg; }
+};
+
+// Stages rows [row0, row0+rows) x columns [k0, k0+width) of a row-major matrix with leading
+// dimension ld into shared memory (leading dimension sld), zero-filling the rest of the
+// kChunk-wide chunk; 16-byte vector loads (width and k0 are multiples of 8).
+template <typename T>
+__device__ __forceinline__ void stageRows(T* dst, int sld, const T* src, size_t ld, const int* rowIds, int rows,
+                                          int k0, int width) {
+  constexpr int kVec = 16 / sizeof(T);
+  for (int e = threadIdx.x; e < rows * (kChunk / kVec); e += blockDim.x) {
+    int rr = e / (kChunk / kVec), cc = (e % (kChunk / kVec)) * kVec;
+    int row = rowIds ? rowIds[rr] : rr;
+    uint4 v = make_uint4(0, 0, 0, 0);
+    if (row >= 0 && cc < width) v = *reinterpret_cast<const uint4*>(src + size_t(row) * ld + k0 + cc);
+    *reinterpret_cast<uint4*>(dst + rr * sld + cc) = v;
+  }
 }
 
-// Tensor-core forward, bf16/fp16, d % 16 == 0, r % 16 == 0, r <= 256. One block of 4 warps
-// per 16-row tile: x streams through shared memory once for h_pre; h stays in shared
-// memory for the up-projection; out is written once with bias, scale, dropout and residual.
 template <typename T>
-__global__ void __launch_bounds__(128) fusedForwardWmma(FwdParams<T> p) {
+union Vec8 {
+  uint4 u;
+  T v[8];
+};
+
+// Forward on tensor cores, bf16/fp16, d % 16 == 0, r % 16 == 0, r <= 256. Phase 1: h_pre[64, r]
+// = x · downᵀ with x and down streamed through shared memory in 64-column chunks. Phase 2:
+// bias and activation; h stays in shared memory. Phase 3: out[64, d] = residual + s·(h·upᵀ +
+// b_up), each warp owning 16-column strips of all 64 rows, written once with 16-byte stores.
+template <typename T>
+__global__ void __launch_bounds__(256) fusedForwardWmma(FwdParams<T> p) {
   extern __shared__ __align__(128) unsigned char smem[];
+  const WmmaSmem<T> L(p.r, false);
   T* xs = reinterpret_cast<T*>(smem);
-  float* hp = reinterpret_cast<float*>(smem + align128(kTileRows * (kChunk + 8) * sizeof(T)));
-  T* hs = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(hp) + align128(kTileRows * p.r * sizeof(float)));
-  float* stg = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(hs) + align128(kTileRows * (p.r + 8) * sizeof(T)));
+  T* ds = reinterpret_cast<T*>(smem + L.in);
+  float* hp = reinterpret_cast<float*>(smem + L.in + L.w);
+  T* hs = reinterpret_cast<T*>(smem + L.in + L.w + L.hp);
+  float* stg = reinterpret_cast<float*>(smem + L.in + L.w + L.hp + L.hs);
   const int tile = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int d = p.d, r = p.r, xld = kChunk + 8, hld = r + 8;
+  const int d = p.d, r = p.r, xld = kChunk + 8, hld = r + 8, rFrags = r / 16;
   const int k = p.map.adapter(tile);
   const T* downW = p.downW + size_t(k) * r * d;
   const T* downB = p.downB + size_t(k) * r;
   const T* upW = p.upW + size_t(k) * d * r;
   const T* upB = p.upB + size_t(k) * d;
-  __shared__ int rows[kTileRows];
-  if (threadIdx.x < kTileRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __shared__ int rows[kWmmaRows];
+  if (threadIdx.x < kWmmaRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
   __syncthreads();
 
-  // h_pre[16, r] = x[16, d] · downᵀ: warp w owns column fragments w, w+4, …
-  const int rFrags = r / 16;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxFusedR / 16 / kWarps];
+  // Phase 1: warp w computes row fragment w % 4 for column fragments w / 4, w / 4 + 2, …
+  const int rowFrag = warp % 4, colGroup = warp / 4;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kColFrags];
 #pragma unroll
-  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) wmma::fill_fragment(acc[q], 0.0f);
+  for (int q = 0; q < kColFrags; q++) wmma::fill_fragment(acc[q], 0.0f);
   for (int k0 = 0; k0 < d; k0 += kChunk) {
     int width = min(kChunk, d - k0);
-    // 16 rows x 64 columns, 8 elements (16 bytes) per thread
-    {
-      int rr = threadIdx.x / 8, cc = (threadIdx.x % 8) * 8;
-      int row = rows[rr];
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (row >= 0 && cc < width) v = *reinterpret_cast<const uint4*>(p.x + size_t(row) * d + k0 + cc);
-      *reinterpret_cast<uint4*>(xs + rr * xld + cc) = v;
-    }
+    stageRows(xs, xld, p.x, d, rows, kWmmaRows, k0, width);
+    stageRows<T>(ds, xld, downW, d, nullptr, r, k0, width);
     __syncthreads();
     for (int kk = 0; kk < width; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::load_matrix_sync(a, xs + kk, xld);
+      wmma::load_matrix_sync(a, xs + rowFrag * 16 * xld + kk, xld);
 #pragma unroll
-      for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
-        int j = warp + q * kWarps;
-        if (j < rFrags) {
+      for (int q = 0; q < kColFrags; q++) {
+        int cf = colGroup + 2 * q;
+        if (cf < rFrags) {
+          // down rows are downᵀ's columns: a column-major B with leading dimension xld
           wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-          wmma::load_matrix_sync(b, downW + size_t(j) * 16 * d + k0 + kk, d);
+          wmma::load_matrix_sync(b, ds + cf * 16 * xld + kk, xld);
           wmma::mma_sync(acc[q], a, b, acc[q]);
         }
       }
@@ -256,12 +290,14 @@ __global__ void __launch_bounds__(128) fusedForwardWmma(FwdParams<T> p) {
     __syncthreads();
   }
 #pragma unroll
-  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
-    int j = warp + q * kWarps;
-    if (j < rFrags) wmma::store_matrix_sync(hp + j * 16, acc[q], r, wmma::mem_row_major);
+  for (int q = 0; q < kColFrags; q++) {
+    int cf = colGroup + 2 * q;
+    if (cf < rFrags) wmma::store_matrix_sync(hp + rowFrag * 16 * r + cf * 16, acc[q], r, wmma::mem_row_major);
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < kTileRows * r; i += blockDim.x) {
+
+  // Phase 2: h_pre += b_down (saved for backward); h = act(h_pre) as T for phase 3
+  for (int i = threadIdx.x; i < kWmmaRows * r; i += blockDim.x) {
     int rr = i / r, c = i % r;
     float v = hp[i] + toF(downB[c]);
     if (p.hPre && rows[rr] >= 0) p.hPre[size_t(rows[rr]) * r + c] = v;
@@ -269,42 +305,55 @@ __global__ void __launch_bounds__(128) fusedForwardWmma(FwdParams<T> p) {
   }
   __syncthreads();
 
-  // out[16, d] = residual + s ⊙ (h · upᵀ + b_up): warp w owns column fragments w, w+4, …
+  // Phase 3
   float* st = stg + warp * 256;
-  const float adapterScale = p.map.adapterScale ? p.map.adapterScale[k] : 0.0f;
-  for (int j = warp; j < d / 16; j += kWarps) {
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z;
-    wmma::fill_fragment(z, 0.0f);
+  const T* res = p.res ? p.res : p.x;
+  const bool perAdapter = p.map.adapterScale != nullptr;
+  const float adapterScale = perAdapter ? p.map.adapterScale[k] : 0.0f;
+  for (int j = warp; j < d / 16; j += kWmmaWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z[4];
+#pragma unroll
+    for (int f = 0; f < 4; f++) wmma::fill_fragment(z[f], 0.0f);
     for (int kk = 0; kk < r; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+      // up is [d, r]: its rows j*16.. are upᵀ's columns, a column-major B with leading dimension r
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> b;
-      wmma::load_matrix_sync(a, hs + kk, hld);
       wmma::load_matrix_sync(b, upW + size_t(j) * 16 * r + kk, r);
-      wmma::mma_sync(z, a, b, z);
-    }
-    wmma::store_matrix_sync(st, z, 16, wmma::mem_row_major);
-    __syncwarp();
-    int rr = lane / 2, c0 = (lane % 2) * 8;
-    int row = rows[rr];
-    if (row >= 0) {
-      const T* res = p.res ? p.res : p.x;
-      for (int e = 0; e < 8; e++) {
-        int c = j * 16 + c0 + e;
-        size_t i = size_t(row) * d + c;
-        float s = p.map.adapterScale ? adapterScale : scaleAt(p.scaleT, p.scaleLen, p.scale, c);
-        float zz = st[rr * 16 + c0 + e] + toF(upB[c]);
-        p.out[i] = fromF<T>(toF(res[i]) + p.drop.at(i) * s * zz);
+#pragma unroll
+      for (int f = 0; f < 4; f++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::load_matrix_sync(a, hs + f * 16 * hld + kk, hld);
+        wmma::mma_sync(z[f], a, b, z[f]);
       }
     }
-    __syncwarp();
+    const int rr = lane / 2, c0 = (lane % 2) * 8, col = j * 16 + c0;
+#pragma unroll
+    for (int f = 0; f < 4; f++) {
+      wmma::store_matrix_sync(st, z[f], 16, wmma::mem_row_major);
+      __syncwarp();
+      int row = rows[f * 16 + rr];
+      if (row >= 0) {
+        size_t i0 = size_t(row) * d + col;
+        Vec8<T> rv, ov;
+        rv.u = *reinterpret_cast<const uint4*>(res + i0);
+        for (int e = 0; e < 8; e++) {
+          int c = col + e;
+          float s = perAdapter ? adapterScale : scaleAt(p.scaleT, p.scaleLen, p.scale, c);
+          float zz = st[rr * 16 + c0 + e] + toF(upB[c]);
+          ov.v[e] = fromF<T>(toF(rv.v[e]) + p.drop.at(i0 + e) * s * zz);
+        }
+        *reinterpret_cast<uint4*>(p.out + i0) = ov.u;
+      }
+      __syncwarp();
+    }
   }
 }
 
+constexpr int kSimtRows = 16;
 constexpr int kSimtChunk = 32;
 
 template <typename T>
 size_t simtForwardSmem(int r) {
-  return (kTileRows * kSimtChunk + r * (kSimtChunk + 1) + kTileRows * r) * sizeof(float);
+  return (kSimtRows * kSimtChunk + r * (kSimtChunk + 1) + kSimtRows * r) * sizeof(float);
 }
 
 // Any dtype and shape with r <= 256 (fp32 math throughout): the fused path for fp32
@@ -313,7 +362,7 @@ template <typename T>
 __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
   extern __shared__ __align__(128) unsigned char smem[];
   float* xs = reinterpret_cast<float*>(smem);        // [16][32]
-  float* ds = xs + kTileRows * kSimtChunk;           // [r][33]
+  float* ds = xs + kSimtRows * kSimtChunk;           // [r][33]
   float* hs = ds + p.r * (kSimtChunk + 1);           // [16][r]
   const int tile = blockIdx.x, d = p.d, r = p.r;
   const int k = p.map.adapter(tile);
@@ -321,17 +370,17 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
   const T* downB = p.downB + size_t(k) * r;
   const T* upW = p.upW + size_t(k) * d * r;
   const T* upB = p.upB + size_t(k) * d;
-  __shared__ int rows[kTileRows];
-  if (threadIdx.x < kTileRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __shared__ int rows[kSimtRows];
+  if (threadIdx.x < kSimtRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
   __syncthreads();
 
-  constexpr int kPer = kTileRows * kMaxFusedR / 256;  // outputs (row, j) per thread
+  constexpr int kPer = kSimtRows * kMaxFusedR / 256;  // outputs (row, j) per thread
   float acc[kPer];
 #pragma unroll
   for (int q = 0; q < kPer; q++) acc[q] = 0.0f;
   for (int k0 = 0; k0 < d; k0 += kSimtChunk) {
     int width = min(kSimtChunk, d - k0);
-    for (int i = threadIdx.x; i < kTileRows * kSimtChunk; i += blockDim.x) {
+    for (int i = threadIdx.x; i < kSimtRows * kSimtChunk; i += blockDim.x) {
       int rr = i / kSimtChunk, cc = i % kSimtChunk;
       int row = rows[rr];
       xs[i] = (row >= 0 && cc < width) ? toF(p.x[size_t(row) * d + k0 + cc]) : 0.0f;
@@ -344,7 +393,7 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
 #pragma unroll
     for (int q = 0; q < kPer; q++) {
       int o = threadIdx.x + q * 256;
-      if (o < kTileRows * r) {
+      if (o < kSimtRows * r) {
         int rr = o / r, j = o % r;
         float s = acc[q];
         for (int kk = 0; kk < width; kk++) s += xs[rr * kSimtChunk + kk] * ds[j * (kSimtChunk + 1) + kk];
@@ -356,7 +405,7 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
 #pragma unroll
   for (int q = 0; q < kPer; q++) {
     int o = threadIdx.x + q * 256;
-    if (o < kTileRows * r) {
+    if (o < kSimtRows * r) {
       int rr = o / r, j = o % r;
       float v = acc[q] + toF(downB[j]);
       if (p.hPre && rows[rr] >= 0) p.hPre[size_t(rows[rr]) * r + j] = v;
@@ -367,19 +416,19 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
   const T* res = p.res ? p.res : p.x;
   const float adapterScale = p.map.adapterScale ? p.map.adapterScale[k] : 0.0f;
   for (int c = threadIdx.x; c < d; c += blockDim.x) {
-    float z[kTileRows];
+    float z[kSimtRows];
 #pragma unroll
-    for (int rr = 0; rr < kTileRows; rr++) z[rr] = 0.0f;
+    for (int rr = 0; rr < kSimtRows; rr++) z[rr] = 0.0f;
     const T* u = upW + size_t(c) * r;
     for (int kk = 0; kk < r; kk++) {
       float w = toF(u[kk]);
 #pragma unroll
-      for (int rr = 0; rr < kTileRows; rr++) z[rr] += hs[rr * r + kk] * w;
+      for (int rr = 0; rr < kSimtRows; rr++) z[rr] += hs[rr * r + kk] * w;
     }
     float b = toF(upB[c]);
     float s = p.map.adapterScale ? adapterScale : scaleAt(p.scaleT, p.scaleLen, p.scale, c);
 #pragma unroll
-    for (int rr = 0; rr < kTileRows; rr++) {
+    for (int rr = 0; rr < kSimtRows; rr++) {
       int row = rows[rr];
       if (row < 0) continue;
       size_t i = size_t(row) * d + c;
@@ -403,52 +452,53 @@ struct BwdParams {
   bool addDOut;
 };
 
+// Backward of the per-row chain on tensor cores (fixed scaling, no dropout), 64-row tiles:
+// dh = s·dOut·up (dOut and up streamed through shared memory), dh_pre = dh ⊙ act'(h_pre),
+// dx = dh_pre·down (+ dOut), written once. Also writes the small [N, r] tensors that the
+// weight-gradient GEMMs need.
 template <typename T>
-size_t wmmaBackwardSmem(int r) { return wmmaForwardSmem<T>(r); }
-
-// Tensor-core backward for the per-row chain (fixed scaling, no dropout): dh = s·dOut·up,
-// dh_pre = dh ⊙ act'(h_pre), dx = dh_pre·down (+ dOut). Writes dx once, plus the small
-// [N, r] tensors the weight-gradient GEMMs need.
-template <typename T>
-__global__ void __launch_bounds__(128) fusedBackwardWmma(BwdParams<T> p) {
+__global__ void __launch_bounds__(256) fusedBackwardWmma(BwdParams<T> p) {
   extern __shared__ __align__(128) unsigned char smem[];
-  T* gsS = reinterpret_cast<T*>(smem);
-  float* hp = reinterpret_cast<float*>(smem + align128(kTileRows * (kChunk + 8) * sizeof(T)));
-  T* hs = reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(hp) + align128(kTileRows * p.r * sizeof(float)));
-  float* stg = reinterpret_cast<float*>(reinterpret_cast<unsigned char*>(hs) + align128(kTileRows * (p.r + 8) * sizeof(T)));
+  const WmmaSmem<T> L(p.r, true);
+  T* gs = reinterpret_cast<T*>(smem);
+  T* us = reinterpret_cast<T*>(smem + L.in);
+  float* hp = reinterpret_cast<float*>(smem + L.in + L.w);
+  T* hs = reinterpret_cast<T*>(smem + L.in + L.w + L.hp);
+  float* stg = reinterpret_cast<float*>(smem + L.in + L.w + L.hp + L.hs);
   const int tile = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int d = p.d, r = p.r, gld = kChunk + 8, hld = r + 8;
-  __shared__ int rows[kTileRows];
-  if (threadIdx.x < kTileRows) {
-    int row = tile * kTileRows + threadIdx.x;
+  const int d = p.d, r = p.r, gld = kChunk + 8, uld = r + 8, hld = r + 8, rFrags = r / 16;
+  __shared__ int rows[kWmmaRows];
+  if (threadIdx.x < kWmmaRows) {
+    int row = tile * kWmmaRows + threadIdx.x;
     rows[threadIdx.x] = row < p.N ? row : -1;
   }
   __syncthreads();
 
-  const int rFrags = r / 16;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kMaxFusedR / 16 / kWarps];
+  const int rowFrag = warp % 4, colGroup = warp / 4;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kColFrags];
 #pragma unroll
-  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) wmma::fill_fragment(acc[q], 0.0f);
+  for (int q = 0; q < kColFrags; q++) wmma::fill_fragment(acc[q], 0.0f);
   for (int k0 = 0; k0 < d; k0 += kChunk) {
     int width = min(kChunk, d - k0);
-    {
-      int rr = threadIdx.x / 8, cc = (threadIdx.x % 8) * 8;
-      int row = rows[rr];
+    stageRows(gs, gld, p.dOut, d, rows, kWmmaRows, k0, width);
+    // up rows k0..k0+width, all r columns: [kChunk][r+8]; rows past width are zero
+    constexpr int kVec = 16 / sizeof(T);
+    for (int e = threadIdx.x; e < kChunk * (r / kVec); e += blockDim.x) {
+      int kr = e / (r / kVec), cc = (e % (r / kVec)) * kVec;
       uint4 v = make_uint4(0, 0, 0, 0);
-      if (row >= 0 && cc < width) v = *reinterpret_cast<const uint4*>(p.dOut + size_t(row) * d + k0 + cc);
-      *reinterpret_cast<uint4*>(gsS + rr * gld + cc) = v;
+      if (kr < width) v = *reinterpret_cast<const uint4*>(p.upW + size_t(k0 + kr) * r + cc);
+      *reinterpret_cast<uint4*>(us + kr * uld + cc) = v;
     }
     __syncthreads();
     for (int kk = 0; kk < width; kk += 16) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
-      wmma::load_matrix_sync(a, gsS + kk, gld);
+      wmma::load_matrix_sync(a, gs + rowFrag * 16 * gld + kk, gld);
 #pragma unroll
-      for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
-        int j = warp + q * kWarps;
-        if (j < rFrags) {
-          // up is [d, r] row-major: as B (K = d rows, N = r columns) it is row-major with ld r
+      for (int q = 0; q < kColFrags; q++) {
+        int cf = colGroup + 2 * q;
+        if (cf < rFrags) {
           wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-          wmma::load_matrix_sync(b, p.upW + size_t(k0 + kk) * r + j * 16, r);
+          wmma::load_matrix_sync(b, us + kk * uld + cf * 16, uld);
           wmma::mma_sync(acc[q], a, b, acc[q]);
         }
       }
@@ -456,13 +506,13 @@ __global__ void __launch_bounds__(128) fusedBackwardWmma(BwdParams<T> p) {
     __syncthreads();
   }
 #pragma unroll
-  for (int q = 0; q < kMaxFusedR / 16 / kWarps; q++) {
-    int j = warp + q * kWarps;
-    if (j < rFrags) wmma::store_matrix_sync(hp + j * 16, acc[q], r, wmma::mem_row_major);
+  for (int q = 0; q < kColFrags; q++) {
+    int cf = colGroup + 2 * q;
+    if (cf < rFrags) wmma::store_matrix_sync(hp + rowFrag * 16 * r + cf * 16, acc[q], r, wmma::mem_row_major);
   }
   __syncthreads();
   const int augLd = r + 16;
-  for (int i = threadIdx.x; i < kTileRows * augLd; i += blockDim.x) {
+  for (int i = threadIdx.x; i < kWmmaRows * augLd; i += blockDim.x) {
     int rr = i / augLd, c = i % augLd;
     int row = rows[rr];
     if (c < r) {
@@ -480,31 +530,41 @@ __global__ void __launch_bounds__(128) fusedBackwardWmma(BwdParams<T> p) {
   }
   __syncthreads();
 
-  // dx[16, d] = dh_pre · down (+ dOut): down is [r, d] row-major = B (K = r, N = d), ld d
+  // dx[64, d] = dh_pre · down (+ dOut): down is [r, d] row-major = B (K = r, N = d), ld d
   float* st = stg + warp * 256;
-  for (int j = warp; j < d / 16; j += kWarps) {
-    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z;
-    wmma::fill_fragment(z, 0.0f);
+  for (int j = warp; j < d / 16; j += kWmmaWarps) {
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> z[4];
+#pragma unroll
+    for (int f = 0; f < 4; f++) wmma::fill_fragment(z[f], 0.0f);
     for (int kk = 0; kk < r; kk += 16) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
       wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> b;
-      wmma::load_matrix_sync(a, hs + kk, hld);
       wmma::load_matrix_sync(b, p.downW + size_t(kk) * d + j * 16, d);
-      wmma::mma_sync(z, a, b, z);
-    }
-    wmma::store_matrix_sync(st, z, 16, wmma::mem_row_major);
-    __syncwarp();
-    int rr = lane / 2, c0 = (lane % 2) * 8;
-    int row = rows[rr];
-    if (row >= 0) {
-      for (int e = 0; e < 8; e++) {
-        size_t i = size_t(row) * d + j * 16 + c0 + e;
-        float v = st[rr * 16 + c0 + e];
-        if (p.addDOut) v += toF(p.dOut[i]);
-        p.dx[i] = fromF<T>(v);
+#pragma unroll
+      for (int f = 0; f < 4; f++) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> a;
+        wmma::load_matrix_sync(a, hs + f * 16 * hld + kk, hld);
+        wmma::mma_sync(z[f], a, b, z[f]);
       }
     }
-    __syncwarp();
+    const int rr = lane / 2, c0 = (lane % 2) * 8;
+#pragma unroll
+    for (int f = 0; f < 4; f++) {
+      wmma::store_matrix_sync(st, z[f], 16, wmma::mem_row_major);
+      __syncwarp();
+      int row = rows[f * 16 + rr];
+      if (row >= 0) {
+        size_t i0 = size_t(row) * d + j * 16 + c0;
+        Vec8<T> gv, ov;
+        if (p.addDOut) gv.u = *reinterpret_cast<const uint4*>(p.dOut + i0);
+        for (int e = 0; e < 8; e++) {
+          float v = st[rr * 16 + c0 + e];
+          if (p.addDOut) v += toF(gv.v[e]);
+          ov.v[e] = fromF<T>(v);
+        }
+        *reinterpret_cast<uint4*>(p.dx + i0) = ov.u;
+      }
+      __syncwarp();
+    }
   }
 }
 
@@ -531,20 +591,24 @@ FwdParams<T> fwdParams(const AdapterArgs& a, void* out, float* hPre) {
   return p;
 }
 
-// Launches the fused forward over `tiles` row tiles (map gives rows and adapters).
+// Rows per tile of the fused forward kernel that takes this shape.
+int fusedTileRows(const AdapterArgs& a) { return wmmaFits(a) ? kWmmaRows : kSimtRows; }
+
+// Launches the fused forward over `tiles` tiles of fusedTileRows(a) rows (map gives rows and adapters).
 void launchFusedForward(int dev, const AdapterArgs& a, void* out, float* hPre, int tiles, TileMap map,
                         const char* op) {
   if (tiles == 0) return;
+  map.tileRows = fusedTileRows(a);
   if (wmmaFits(a)) {
     dispatchFloat(a.dtype, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
         FwdParams<T> p = fwdParams<T>(a, out, hPre);
         p.map = map;
-        size_t sm = wmmaForwardSmem<T>(a.r);
+        size_t sm = WmmaSmem<T>(a.r, false).total();
         check(cudaFuncSetAttribute(fusedForwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
               "cudaFuncSetAttribute");
-        fusedForwardWmma<T><<<tiles, 128, sm, S(dev)>>>(p);
+        fusedForwardWmma<T><<<tiles, kWmmaWarps * 32, sm, S(dev)>>>(p);
       }
     });
   } else {
@@ -644,17 +708,17 @@ void backwardFused(int dev, const AdapterArgs& a, const void* dOut, const float*
   int augLd = a.r + 16;
   Scratch dHpreT(dev, nr * es), dHpreF(dev, nr * 4), hAug(dev, size_t(a.N) * augLd * es),
       upAug(dev, size_t(a.d) * augLd * 4);
-  int tiles = (a.N + kTileRows - 1) / kTileRows;
+  int tiles = (a.N + kWmmaRows - 1) / kWmmaRows;
   dispatchFloat(a.dtype, [&](auto tag) {
     using T = decltype(tag);
     if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
       BwdParams<T> p{static_cast<const T*>(dOut), hPre, static_cast<const T*>(a.upW), static_cast<const T*>(a.downW),
                      a.scale, static_cast<T*>(g.dx), dHpreT.as<T>(), dHpreF.as<float>(), hAug.as<T>(), a.N, a.d, a.r,
                      a.act, g.addDOutToDx};
-      size_t sm = wmmaBackwardSmem<T>(a.r);
+      size_t sm = WmmaSmem<T>(a.r, true).total();
       check(cudaFuncSetAttribute(fusedBackwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
             "cudaFuncSetAttribute");
-      if (tiles) fusedBackwardWmma<T><<<tiles, 128, sm, S(dev)>>>(p);
+      if (tiles) fusedBackwardWmma<T><<<tiles, kWmmaWarps * 32, sm, S(dev)>>>(p);
     }
   });
   checkLaunch(op);
@@ -684,7 +748,8 @@ std::string adapterForward(int dev, const AdapterArgs& a, void* out, float* hPre
     throw std::runtime_error(fitError(a, "adapterForward: the fused path needs r <= 256"));
   if (a.N == 0) return fused ? "fused" : "cublas";
   if (fused) {
-    launchFusedForward(dev, a, out, hPre, (a.N + kTileRows - 1) / kTileRows, TileMap{}, "adapterForward");
+    int rowsPerTile = fusedTileRows(a);
+    launchFusedForward(dev, a, out, hPre, (a.N + rowsPerTile - 1) / rowsPerTile, TileMap{}, "adapterForward");
     return wmmaFits(a) ? "fused" : "fused-simt";
   }
   forwardCublas(dev, a, out, hPre);
@@ -718,10 +783,11 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   for (int n = 0; n < a.N; n++)
     if (b.rowAdapter[n] >= 0) rows[b.rowAdapter[n]].push_back(n);
   std::vector<int> rowIdx, tileAdapter;
+  const size_t rowsPerTile = size_t(fusedTileRows(a));
   for (int k = 0; k < b.numAdapters; k++)
-    for (size_t i = 0; i < rows[k].size(); i += kTileRows) {
+    for (size_t i = 0; i < rows[k].size(); i += rowsPerTile) {
       tileAdapter.push_back(k);
-      for (size_t j = 0; j < size_t(kTileRows); j++) rowIdx.push_back(i + j < rows[k].size() ? rows[k][i + j] : -1);
+      for (size_t j = 0; j < rowsPerTile; j++) rowIdx.push_back(i + j < rows[k].size() ? rows[k][i + j] : -1);
     }
   size_t nd = size_t(a.N) * a.d, es = dtypeSize(a.dtype);
   copyDeviceToDevice(dev, a.x, dev, out, nd * es, op);
@@ -731,7 +797,7 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   copyHostToDevice(dev, dRows.p, rowIdx.data(), rowIdx.size() * 4, op);
   copyHostToDevice(dev, dTiles.p, tileAdapter.data(), tileAdapter.size() * 4, op);
   copyHostToDevice(dev, dScales.p, b.scales, size_t(b.numAdapters) * 4, op);
-  TileMap map{dRows.as<int>(), dTiles.as<int>(), dScales.as<float>()};
+  TileMap map{dRows.as<int>(), dTiles.as<int>(), dScales.as<float>(), 0};
   AdapterArgs fa = a;
   fa.residual = nullptr;
   fa.scaleT = nullptr;

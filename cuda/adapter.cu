@@ -3,6 +3,7 @@
 #include <mma.h>
 
 #include <algorithm>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -239,6 +240,16 @@ union Vec8 {
   T v[8];
 };
 
+// A batched tile of rows routed to no adapter (index -1): out = x for its rows.
+template <typename T>
+__device__ void passThrough(const FwdParams<T>& p, const int* rows, int tileRows) {
+  for (int rr = 0; rr < tileRows; rr++) {
+    int row = rows[rr];
+    if (row < 0) continue;
+    for (int c = threadIdx.x; c < p.d; c += blockDim.x) p.out[size_t(row) * p.d + c] = p.x[size_t(row) * p.d + c];
+  }
+}
+
 // Forward on tensor cores, bf16/fp16, d % 16 == 0, r % 16 == 0, r <= 256. Phase 1: h_pre[64, r]
 // = x · downᵀ with x and down streamed through shared memory in 64-column chunks. Phase 2:
 // bias and activation; h stays in shared memory. Phase 3: out[64, d] = residual + s·(h·upᵀ +
@@ -254,14 +265,18 @@ __global__ void __launch_bounds__(256) fusedForwardWmma(FwdParams<T> p) {
   float* stg = reinterpret_cast<float*>(smem + L.in + L.w + L.hp + L.hs);
   const int tile = blockIdx.x, warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int d = p.d, r = p.r, xld = kChunk + 8, hld = r + 8, rFrags = r / 16;
+  __shared__ int rows[kWmmaRows];
+  if (threadIdx.x < kWmmaRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __syncthreads();
   const int k = p.map.adapter(tile);
+  if (k < 0) {  // the whole block takes this branch: no barrier below is reached
+    passThrough(p, rows, kWmmaRows);
+    return;
+  }
   const T* downW = p.downW + size_t(k) * r * d;
   const T* downB = p.downB + size_t(k) * r;
   const T* upW = p.upW + size_t(k) * d * r;
   const T* upB = p.upB + size_t(k) * d;
-  __shared__ int rows[kWmmaRows];
-  if (threadIdx.x < kWmmaRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
-  __syncthreads();
 
   // Phase 1: warp w computes row fragment w % 4 for column fragments w / 4, w / 4 + 2, …
   const int rowFrag = warp % 4, colGroup = warp / 4;
@@ -365,14 +380,18 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
   float* ds = xs + kSimtRows * kSimtChunk;           // [r][33]
   float* hs = ds + p.r * (kSimtChunk + 1);           // [16][r]
   const int tile = blockIdx.x, d = p.d, r = p.r;
+  __shared__ int rows[kSimtRows];
+  if (threadIdx.x < kSimtRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
+  __syncthreads();
   const int k = p.map.adapter(tile);
+  if (k < 0) {  // the whole block takes this branch
+    passThrough(p, rows, kSimtRows);
+    return;
+  }
   const T* downW = p.downW + size_t(k) * r * d;
   const T* downB = p.downB + size_t(k) * r;
   const T* upW = p.upW + size_t(k) * d * r;
   const T* upB = p.upB + size_t(k) * d;
-  __shared__ int rows[kSimtRows];
-  if (threadIdx.x < kSimtRows) rows[threadIdx.x] = p.map.row(tile, threadIdx.x, p.N);
-  __syncthreads();
 
   constexpr int kPer = kSimtRows * kMaxFusedR / 256;  // outputs (row, j) per thread
   float acc[kPer];
@@ -777,27 +796,30 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   if (path == "cublas") throw std::runtime_error("adapterForwardBatched: only the fused path serves many adapters");
   if (!fusedForwardFits(a)) throw std::runtime_error(fitError(a, "adapterForwardBatched: CUDA needs r <= 256"));
   DeviceGuard guard(dev, op);
-  // Rows grouped by adapter into 16-row tiles (a counting sort on the host); rows routed to
-  // no adapter (-1) are covered by copying x into out first.
-  std::vector<std::vector<int>> rows(b.numAdapters);
-  for (int n = 0; n < a.N; n++)
-    if (b.rowAdapter[n] >= 0) rows[b.rowAdapter[n]].push_back(n);
+  // Rows grouped by adapter into tiles (a counting sort on the host), one launch for all.
+  // rows[k + 1]: the rows of adapter k; rows[0]: the rows routed to none (-1), which get
+  // pass-through tiles that copy x, so every row is read and written once.
+  std::vector<std::vector<int>> rows(b.numAdapters + 1);
+  for (int n = 0; n < a.N; n++) rows[b.rowAdapter[n] + 1].push_back(n);
   std::vector<int> rowIdx, tileAdapter;
   const size_t rowsPerTile = size_t(fusedTileRows(a));
-  for (int k = 0; k < b.numAdapters; k++)
-    for (size_t i = 0; i < rows[k].size(); i += rowsPerTile) {
+  for (int k = -1; k < b.numAdapters; k++)
+    for (size_t i = 0; i < rows[k + 1].size(); i += rowsPerTile) {
       tileAdapter.push_back(k);
-      for (size_t j = 0; j < rowsPerTile; j++) rowIdx.push_back(i + j < rows[k].size() ? rows[k][i + j] : -1);
+      for (size_t j = 0; j < rowsPerTile; j++) rowIdx.push_back(i + j < rows[k + 1].size() ? rows[k + 1][i + j] : -1);
     }
-  size_t nd = size_t(a.N) * a.d, es = dtypeSize(a.dtype);
-  copyDeviceToDevice(dev, a.x, dev, out, nd * es, op);
   int tiles = int(tileAdapter.size());
   if (tiles == 0) return wmmaFits(a) ? "fused" : "fused-simt";
-  Scratch dRows(dev, rowIdx.size() * 4), dTiles(dev, tileAdapter.size() * 4), dScales(dev, size_t(b.numAdapters) * 4);
-  copyHostToDevice(dev, dRows.p, rowIdx.data(), rowIdx.size() * 4, op);
-  copyHostToDevice(dev, dTiles.p, tileAdapter.data(), tileAdapter.size() * 4, op);
-  copyHostToDevice(dev, dScales.p, b.scales, size_t(b.numAdapters) * 4, op);
-  TileMap map{dRows.as<int>(), dTiles.as<int>(), dScales.as<float>(), 0};
+  // One upload for the routing table: row indices, then each tile's adapter, then the scales.
+  std::vector<int32_t> table(rowIdx);
+  table.insert(table.end(), tileAdapter.begin(), tileAdapter.end());
+  size_t scalesAt = table.size();
+  table.resize(scalesAt + b.numAdapters);
+  std::memcpy(table.data() + scalesAt, b.scales, size_t(b.numAdapters) * 4);
+  Scratch dTable(dev, table.size() * 4);
+  copyHostToDevice(dev, dTable.p, table.data(), table.size() * 4, op);
+  const int* base = dTable.as<int>();
+  TileMap map{base, base + rowIdx.size(), reinterpret_cast<const float*>(base + scalesAt), 0};
   AdapterArgs fa = a;
   fa.residual = nullptr;
   fa.scaleT = nullptr;

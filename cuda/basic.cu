@@ -57,7 +57,8 @@ __global__ void randomKernel(T* out, size_t n, uint64_t seed, bool normal, float
       float th = 6.283185307179586f * u2;
       v = a + b * ((i & 1) ? r * sinf(th) : r * cosf(th));
     } else {
-      v = a + (b - a) * uintToUnit(philoxWord(seed, 0, i));
+      // No contraction into an FMA: the CPU rounds the product, then the sum.
+      v = __fadd_rn(a, __fmul_rn(b - a, uintToUnit(philoxWord(seed, 0, i))));
     }
     out[i] = fromF<T>(v);
   }
@@ -75,17 +76,18 @@ __global__ void activationGradKernel(const T* x, const T* dy, T* out, size_t n, 
     out[i] = fromF<T>(toF(dy[i]) * actGrad(act, toF(x[i])));
 }
 
-// One warp per row.
+// One warp per row, rows looped over by a grid stride.
 template <typename T>
 __global__ void rowSumKernel(const T* x, T* out, size_t rows, size_t cols) {
-  size_t warp = (blockIdx.x * size_t(blockDim.x) + threadIdx.x) / 32;
   int lane = threadIdx.x & 31;
-  if (warp >= rows) return;
-  const T* row = x + warp * cols;
-  float s = 0.0f;
-  for (size_t c = lane; c < cols; c += 32) s += toF(row[c]);
-  s = warpSum(s);
-  if (lane == 0) out[warp] = fromF<T>(s);
+  size_t nWarps = (size_t(gridDim.x) * blockDim.x) >> 5;
+  for (size_t r = (blockIdx.x * size_t(blockDim.x) + threadIdx.x) >> 5; r < rows; r += nWarps) {
+    const T* row = x + r * cols;
+    float s = 0.0f;
+    for (size_t c = lane; c < cols; c += 32) s += toF(row[c]);
+    s = warpSum(s);
+    if (lane == 0) out[r] = fromF<T>(s);
+  }
 }
 
 // One thread per column, block of 32 columns x 8 row-strips reduced in shared memory:
@@ -206,9 +208,8 @@ void rowSum(int dev, DType t, const void* x, void* out, size_t rows, size_t cols
   DeviceGuard g(dev, "rowSum");
   dispatchFloat(t, [&](auto tag) {
     using T = decltype(tag);
-    size_t threads = rows * 32;
-    rowSumKernel<T><<<unsigned((threads + kThreads - 1) / kThreads), kThreads, 0, S(dev)>>>(
-        static_cast<const T*>(x), static_cast<T*>(out), rows, cols);
+    rowSumKernel<T><<<blocksFor(rows * 32, kThreads), kThreads, 0, S(dev)>>>(static_cast<const T*>(x),
+                                                                          static_cast<T*>(out), rows, cols);
   });
   checkLaunch("rowSum");
 }

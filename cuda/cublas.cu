@@ -113,6 +113,22 @@ void gemm(int dev, DType dt, bool transA, bool transB, int M, int N, int K, floa
          op);
 }
 
+namespace {
+
+// C = beta * C (0 when beta is 0, whatever C held): the K = 0 product, done here because
+// cuBLAS rejects the zero leading dimension of a row-major [M, 0] operand.
+template <typename T>
+__global__ void scaleCKernel(T* C, int M, int N, int ldc, long long strideC, int batch, float beta) {
+  size_t total = size_t(batch) * size_t(M) * size_t(N);
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < total; i += size_t(gridDim.x) * blockDim.x) {
+    size_t n = i % size_t(N), t = i / size_t(N), m = t % size_t(M), b = t / size_t(M);
+    T* c = C + b * size_t(strideC) + m * size_t(ldc) + n;
+    *c = fromF<T>(beta == 0.0f ? 0.0f : beta * toF(*c));
+  }
+}
+
+}  // namespace
+
 static int cudaType(DType t) {
   return t == DType::F32 ? kR32F : t == DType::BF16 ? kR16BF : t == DType::F16 ? kR16F : -1;
 }
@@ -126,6 +142,16 @@ void gemmEx(int dev, DType abType, DType cType, bool transA, bool transB, int M,
   if (type < 0 || ctype < 0) throw std::runtime_error(std::string(op) + ": cuBLAS GEMM needs float dtypes");
   if (M == 0 || N == 0 || batch == 0) return;
   DeviceGuard guard(dev, op);
+  if (K == 0) {
+    size_t total = size_t(batch) * size_t(M) * size_t(N);
+    dispatchFloat(cType, [&](auto tag) {
+      using T = decltype(tag);
+      scaleCKernel<T><<<blocksFor(total, 256), 256, 0, static_cast<cudaStream_t>(stream(dev))>>>(
+          static_cast<T*>(C), M, N, ldc, strideC, batch, beta);
+    });
+    checkLaunch(op);
+    return;
+  }
   std::lock_guard<std::mutex> lock(gMutex);
   cublasHandle_t h = handleFor(dev, op);
   // cuBLAS is column-major: a row-major C (M x N) is a column-major C^T (N x M),

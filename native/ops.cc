@@ -98,6 +98,8 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   if (Kb != K)
     fail(env, op, "inner dimensions differ: op(a) " + a.shapeString() + " has K=" + std::to_string(K) + ", op(b) " +
                       b.shapeString() + " has K=" + std::to_string(Kb));
+  if (M > INT32_MAX)  // the GEMMs take int dimensions
+    fail(env, op, "op(a) " + a.shapeString() + " has " + std::to_string(M) + " rows; at most 2^31 - 1 are supported");
   if (rb == 3) outShape.push_back(M);
   outShape.push_back(N);
   Napi::Object out = newTensor(env, outShape, a.dtype, a.device, op);

@@ -1,5 +1,5 @@
 // Every basic CUDA op against the CPU op on fresh random inputs, outputs poisoned first.
-import { activation, activationGrad, add, cast, colSum, fill, matmul, memoryStats, mul, randn, rand, rowSum, scale, synchronize, tensor, Tensor } from '../../lib';
+import { activation, activationGrad, add, cast, colSum, empty, fill, matmul, memoryStats, mul, randn, rand, rowSum, scale, synchronize, tensor, Tensor } from '../../lib';
 import { describeGpu, expectClose, poisonNext } from '../helpers';
 
 const dev = 'cuda:0';
@@ -30,6 +30,20 @@ describeGpu('CUDA basic ops match the CPU', () => {
       const [b, bd] = both([4, 17, 65], dtype);
       poisonNext([4, 33, 17], dtype, dev);
       expectClose(matmul(ad, bd, { transB: true }).toArray(), matmul(a, b, { transB: true }).toArray(), tol[dtype], tol[dtype] * 8);
+    });
+
+    test(`matmul with K = 0 gives zeros ${dtype}`, () => {
+      // cuBLAS rejects the zero leading dimension of a row-major [M, 0] operand
+      for (const tA of [false, true])
+        for (const tB of [false, true]) {
+          const a = empty(tA ? [0, 5] : [5, 0], { dtype, device: dev });
+          const b = empty(tB ? [7, 0] : [0, 7], { dtype, device: dev });
+          poisonNext([5, 7], dtype, dev);
+          expect(Array.from(matmul(a, b, { transA: tA, transB: tB }).toArray())).toEqual(new Array(35).fill(0));
+        }
+      poisonNext([3, 4, 6], dtype, dev);
+      const c = matmul(empty([3, 4, 0], { dtype, device: dev }), empty([3, 0, 6], { dtype, device: dev }));
+      expect(Array.from(c.toArray())).toEqual(new Array(72).fill(0));
     });
 
     test(`elementwise ${dtype}`, () => {
@@ -86,6 +100,10 @@ describeGpu('CUDA basic ops match the CPU', () => {
       expectClose(randn([100003], { seed: s, device: dev, dtype }).toArray(), randn([100003], { seed: s, dtype }).toArray(), 1e-5, 1e-5);
       expect(Array.from(rand([4097], { seed: s, device: dev, dtype }).toArray()))
         .toEqual(Array.from(rand([4097], { seed: s, dtype }).toArray()));
+      // bounds other than [0, 1): the same rounding steps as the CPU (no fused multiply-add)
+      const u = { low: -0.37, high: 0.81 };
+      expect(Array.from(rand([100003], { seed: s, device: dev, dtype, ...u }).toArray()))
+        .toEqual(Array.from(rand([100003], { seed: s, dtype, ...u }).toArray()));
       const t = randn([333], { device: dev, dtype });
       fill(t, -1.5);
       expect(Array.from(t.toArray()).every((v) => v === -1.5)).toBe(true);
@@ -104,6 +122,17 @@ describeGpu('CUDA basic ops match the CPU', () => {
     expect(Array.from(y.toArray())).toEqual(Array.from(x.toArray()));
     y.copyFrom(x.toArray());
     expect(Array.from(y.to('cpu').toArray())).toEqual(Array.from(x.toArray()));
+  });
+
+  test('rowSum over more rows than one capped grid of warps covers (grid-stride loop)', () => {
+    const [x, xd] = both([4500000, 2], 'float32');
+    poisonNext([4500000], 'float32', dev);
+    expectClose(rowSum(xd).toArray(), rowSum(x).toArray(), 1e-5, 1e-5);
+  });
+
+  test('matmul rejects more than 2^31 - 1 rows instead of truncating them', () => {
+    const a = empty([65536, 32769, 0], { device: dev });
+    expect(() => matmul(a, empty([0, 2], { device: dev }))).toThrow(/matmul: op\(a\) .* at most 2\^31 - 1/);
   });
 
   test('bad inputs on CUDA: device mix gives an error, not a crash', () => {

@@ -23,18 +23,7 @@ namespace {
 constexpr unsigned kThreads = 256;
 constexpr int kMaxFusedR = 256; // the bottleneck held in shared memory
 
-cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
 
-// Scratch device memory from the caching allocator, returned at scope end. Reuse is
-// ordered on the device's single stream, so freeing before the kernels finish is safe.
-struct Scratch {
-  int dev;
-  size_t bytes;
-  void* p;
-  Scratch(int d, size_t n) : dev(d), bytes(n ? n : 1), p(deviceAlloc(d, bytes)) {}
-  ~Scratch() { deviceFree(dev, p, bytes); }
-  template <typename T> T* as() const { return static_cast<T*>(p); }
-};
 
 struct DropoutParams {
   float p = 0.0f;

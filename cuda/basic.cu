@@ -108,7 +108,6 @@ __global__ void colSumKernel(const T* x, T* out, size_t rows, size_t cols) {
   }
 }
 
-cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "../native/dtype.h"
+#include "allocator.h"
 #include "runtime.h"
 
 namespace fa {
@@ -23,6 +24,22 @@ inline void check(cudaError_t err, const char* op, const char* what) {
 
 // Checks a kernel launch (configuration errors surface here; faults surface at the next sync).
 inline void checkLaunch(const char* op) { check(cudaGetLastError(), op, "kernel launch"); }
+
+// The device's stream, as the CUDA type.
+inline cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
+
+// Scratch device memory from the caching allocator, returned at scope end. Reuse is
+// ordered on the device's single stream, so freeing before the kernels finish is safe.
+struct Scratch {
+  int dev;
+  size_t bytes;
+  void* p;
+  Scratch(int d, size_t n) : dev(d), bytes(n ? n : 1), p(deviceAlloc(d, bytes)) {}
+  ~Scratch() { deviceFree(dev, p, bytes); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  template <typename U> U* as() const { return static_cast<U*>(p); }
+};
 
 // Sets the device for the calling thread for the scope of one op.
 struct DeviceGuard {

@@ -21,6 +21,10 @@ enum { kGemmDefault = -1 };              // cublasGemmAlgo_t
 
 typedef cublasStatus_t (*CreateFn)(cublasHandle_t*);
 typedef cublasStatus_t (*SetStreamFn)(cublasHandle_t, cudaStream_t);
+typedef cublasStatus_t (*SetMathModeFn)(cublasHandle_t, int);
+// cublasMath_t: default math, but partial sums of split-K reductions stay fp32 even when C is
+// bf16/fp16 (DESIGN: accumulation is fp32).
+enum { kMathDisallowReducedPrecisionReduction = 16 };
 typedef cublasStatus_t (*GetVersionFn)(cublasHandle_t, int*);
 typedef cublasStatus_t (*GemmStridedBatchedExFn)(cublasHandle_t, int, int, int, int, int, const void*, const void*,
                                                  int, int, long long, const void*, int, int, long long, const void*,
@@ -31,6 +35,7 @@ struct Lib {
   std::string loaded, reason;
   CreateFn create = nullptr;
   SetStreamFn setStream = nullptr;
+  SetMathModeFn setMathMode = nullptr;  // optional
   GetVersionFn getVersion = nullptr;
   GemmStridedBatchedExFn gemmStridedBatchedEx = nullptr;
 };
@@ -71,6 +76,10 @@ cublasHandle_t handleFor(int dev, const char* op) {
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasCreate failed: " + statusName(s));
   s = gLib.setStream(h, static_cast<cudaStream_t>(stream(dev)));
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasSetStream failed: " + statusName(s));
+  if (gLib.setMathMode) {
+    s = gLib.setMathMode(h, kMathDisallowReducedPrecisionReduction);
+    if (s != 0) throw std::runtime_error(std::string(op) + ": cublasSetMathMode failed: " + statusName(s));
+  }
   gHandles[dev] = h;
   return h;
 }
@@ -91,6 +100,7 @@ bool loadCublas(std::string* loaded, std::string* reason) {
     } else {
       gLib.create = reinterpret_cast<CreateFn>(dlsym(h, "cublasCreate_v2"));
       gLib.setStream = reinterpret_cast<SetStreamFn>(dlsym(h, "cublasSetStream_v2"));
+      gLib.setMathMode = reinterpret_cast<SetMathModeFn>(dlsym(h, "cublasSetMathMode"));
       gLib.getVersion = reinterpret_cast<GetVersionFn>(dlsym(h, "cublasGetVersion_v2"));
       gLib.gemmStridedBatchedEx = reinterpret_cast<GemmStridedBatchedExFn>(dlsym(h, "cublasGemmStridedBatchedEx"));
       if (!gLib.create || !gLib.setStream || !gLib.gemmStridedBatchedEx) {

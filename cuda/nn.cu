@@ -24,20 +24,7 @@ namespace {
 constexpr unsigned kThreads = 256;
 constexpr unsigned long long kNoBadIndex = ~0ull;
 
-cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
 
-// Scratch device memory from the caching allocator, returned at scope end. Reuse is
-// ordered on the device's single stream, so freeing before the kernels finish is safe.
-struct Scratch {
-  int dev;
-  size_t bytes;
-  void* p;
-  Scratch(int d, size_t n) : dev(d), bytes(n ? n : 1), p(deviceAlloc(d, bytes)) {}
-  ~Scratch() { deviceFree(dev, p, bytes); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-  template <typename U> U* as() const { return static_cast<U*>(p); }
-};
 
 // Blocks for one warp per row, rows looped over by a grid stride.
 unsigned warpBlocks(size_t rows) { return blocksFor(rows * 32, kThreads); }

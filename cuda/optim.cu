@@ -27,19 +27,7 @@ struct DevChunk {
   uint64_t begin;
 };
 
-cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
 
-// Scratch device memory from the caching allocator, returned at scope end. Reuse is
-// ordered on the device's single stream, so freeing before the kernel finishes is safe.
-struct Scratch {
-  int dev;
-  size_t bytes;
-  void* p;
-  Scratch(int d, size_t n) : dev(d), bytes(n ? n : 1), p(deviceAlloc(d, bytes)) {}
-  ~Scratch() { deviceFree(dev, p, bytes); }
-  Scratch(const Scratch&) = delete;
-  Scratch& operator=(const Scratch&) = delete;
-};
 
 size_t align16(size_t n) { return (n + 15) / 16 * 16; }
 

@@ -66,7 +66,6 @@ void* stream(int dev) {
   return s;
 }
 
-static cudaStream_t S(int dev) { return static_cast<cudaStream_t>(stream(dev)); }
 
 void copyHostToDevice(int dev, void* dst, const void* src, size_t bytes, const char* op) {
   if (!bytes) return;

@@ -227,7 +227,16 @@ class ReadWorker : public Napi::AsyncWorker {
 Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorImpl& t = self(this, env, "data");
-  auto* w = new ReadWorker(env, t);
+  // Snapshot now (a host memcpy, or a device copy queued on the stream): writes made after
+  // data() returns must not show up in the result the worker reads later.
+  TensorImpl snap = t;
+  try {
+    snap.buf = std::make_shared<Buffer>(t.device, t.bytes());
+    copyConvert(t, snap, "data");
+  } catch (const std::exception& e) {
+    fail(env, "data", e.what());
+  }
+  auto* w = new ReadWorker(env, snap);
   Napi::Promise p = w->promise();
   w->Queue();
   return p;

@@ -198,3 +198,12 @@ describe('memory', () => {
     expect(() => new Tensor({} as never)).toThrow();
   });
 });
+
+describe('asynchronous reads', () => {
+  test('data() returns the values at the time of the call, not later writes', async () => {
+    const t = tensor([1, 2, 3, 4], [4]);
+    const p = t.data();
+    t.copyFrom([9, 9, 9, 9]);
+    expect(Array.from(await p)).toEqual([1, 2, 3, 4]);
+  });
+});

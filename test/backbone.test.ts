@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadBackbone, Backbone, tensor, randn } from '../lib';
+import { loadBackbone, Backbone, tensor, randn, resolveConfig } from '../lib';
 import { SafetensorsFile, writeSafetensors } from '../lib/backbone/safetensors';
 import { expectClose } from './helpers';
 
@@ -189,6 +189,16 @@ describe('adapter management', () => {
     model.backward(res);
     expect(model.grads().has('heads.reg.4.weight')).toBe(true);
     model.deleteHead('reg');
+  });
+
+  test('int32 tensors as inputs; configs named by config, type or architecture', () => {
+    const ids = tensor([3, 4, 5, 6, 7, 8], [2, 3], { dtype: 'int32' });
+    const a = model.forward({ inputIds: ids }).lastHiddenState.toArray();
+    const b = model.forward({ inputIds: [[3, 4, 5], [6, 7, 8]] }).lastHiddenState.toArray();
+    expect(Array.from(a)).toEqual(Array.from(b));
+    expect(resolveConfig({ type: 'parallel', reductionFactor: 4 })).toMatchObject({ is_parallel: true, reduction_factor: 4, scaling: 4 });
+    expect(resolveConfig({ architecture: 'houlsby' })).toMatchObject({ mh_adapter: true, non_linearity: 'swish', architecture: 'bottleneck' });
+    expect(resolveConfig({ mh_adapter: true, output_adapter: true, reduction_factor: 8 })).toMatchObject({ original_ln_before: false, reduction_factor: 8 });
   });
 
   test('bad inputs give clear errors', () => {

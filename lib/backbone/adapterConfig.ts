@@ -43,7 +43,7 @@ export const DEFAULT_CONFIGS: Record<ConfigName, BnConfig> = {
 /** What users pass to addAdapter: a config name, or a name plus camelCase overrides, or AdapterHub fields. */
 export type AdapterConfigInput =
   | string
-  | ({ config?: string } & {
+  | ({ config?: string; type?: string } & {
       reductionFactor?: number | Record<string, number>;
       nonLinearity?: string;
       scaling?: number | 'learned' | 'channel';
@@ -61,10 +61,15 @@ export function configName(s: string): ConfigName {
 export function resolveConfig(input: AdapterConfigInput): BnConfig {
   if (typeof input === 'string') return { ...DEFAULT_CONFIGS[configName(input)] };
   if (!input || typeof input !== 'object') throw new Error('adapter config must be a name or an object');
-  const base = input.config !== undefined ? DEFAULT_CONFIGS[configName(input.config)] : inferBase(input);
+  // The base config by name: `config`, or `type`/`architecture` holding a config name (not 'bottleneck').
+  const named = input.config ?? (input as { type?: string }).type ??
+    (typeof input.architecture === 'string' && input.architecture !== 'bottleneck' ? input.architecture : undefined);
+  const base = named !== undefined ? DEFAULT_CONFIGS[configName(named)] : inferBase(input);
   const out: BnConfig = { ...base };
+  const given = { ...input } as Record<string, unknown>;
+  if (given.architecture !== 'bottleneck') delete given.architecture;
   for (const k of Object.keys(BASE).concat(Object.keys(DEFAULT_CONFIGS.seq_bn)) as (keyof BnConfig)[])
-    if ((input as Partial<BnConfig>)[k] !== undefined) (out as unknown as Record<string, unknown>)[k] = (input as Record<string, unknown>)[k];
+    if (given[k] !== undefined) (out as unknown as Record<string, unknown>)[k] = given[k];
   if (input.reductionFactor !== undefined) out.reduction_factor = input.reductionFactor;
   if (input.nonLinearity !== undefined) out.non_linearity = input.nonLinearity;
   if (input.scaling !== undefined) out.scaling = input.scaling;

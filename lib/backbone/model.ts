@@ -27,9 +27,9 @@ export interface BackboneWeights {
 
 type Rows = number[][] | ArrayLike<number>;
 export interface ModelInputs {
-  inputIds: Rows;
-  attentionMask?: Rows;
-  tokenTypeIds?: Rows;
+  inputIds: Rows | Tensor;
+  attentionMask?: Rows | Tensor;
+  tokenTypeIds?: Rows | Tensor;
   /** [B, T] when the inputs are flat arrays. */
   shape?: [number, number];
 }
@@ -76,7 +76,11 @@ export class ForwardResult {
   }
 }
 
-function flatten(rows: Rows, what: string, shape?: [number, number]): { data: number[] | ArrayLike<number>; B: number; T: number } {
+function flatten(rows: Rows | Tensor, what: string, shape?: [number, number]): { data: number[] | ArrayLike<number>; B: number; T: number } {
+  if (rows instanceof Tensor) {
+    if (rows.shape.length !== 2) throw new Error(`forward: ${what} must be [B, T], got [${rows.shape}]`);
+    return { data: rows.toArray(), B: rows.shape[0], T: rows.shape[1] };
+  }
   if (Array.isArray(rows) && rows.length > 0 && Array.isArray(rows[0])) {
     const r = rows as number[][];
     const T = r[0].length;

@@ -229,13 +229,14 @@ union Vec8 {
   T v[8];
 };
 
-// A batched tile of rows routed to no adapter (index -1): out = x for its rows.
+// A batched tile of rows routed to no adapter (index -1): out = residual (x unless given).
 template <typename T>
 __device__ void passThrough(const FwdParams<T>& p, const int* rows, int tileRows) {
+  const T* res = p.res ? p.res : p.x;
   for (int rr = 0; rr < tileRows; rr++) {
     int row = rows[rr];
     if (row < 0) continue;
-    for (int c = threadIdx.x; c < p.d; c += blockDim.x) p.out[size_t(row) * p.d + c] = p.x[size_t(row) * p.d + c];
+    for (int c = threadIdx.x; c < p.d; c += blockDim.x) p.out[size_t(row) * p.d + c] = res[size_t(row) * p.d + c];
   }
 }
 
@@ -809,8 +810,7 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   copyHostToDevice(dev, dTable.p, table.data(), table.size() * 4, op);
   const int* base = dTable.as<int>();
   TileMap map{base, base + rowIdx.size(), reinterpret_cast<const float*>(base + scalesAt), 0};
-  AdapterArgs fa = a;
-  fa.residual = nullptr;
+  AdapterArgs fa = a;  // the residual, when given, stays
   fa.scaleT = nullptr;
   fa.dropout = 0.0f;
   launchFusedForward(dev, fa, out, nullptr, tiles, map, op);

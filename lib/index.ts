@@ -3,7 +3,7 @@ export { buildInfo, devices, defaultDevice, memoryStats, synchronize } from './b
 export type { BuildInfo, DeviceInfo, MemoryStats } from './backend';
 export { Tensor, tensor, empty, full, zeros, ones, randn, rand } from './tensor';
 export type { DType, FloatDType, TensorOptions, RandomOptions } from './tensor';
-export { matmul, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad } from './ops';
+export { matmul, stack, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad } from './ops';
 export type { ActivationName } from './ops';
 export { adapterForward, adapterBackward, adapterForwardBatched } from './adapters/functional';
 export type {

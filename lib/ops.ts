@@ -7,6 +7,12 @@ export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: 
   return new Tensor(native().matmul(handle(a, 'matmul', 'a'), handle(b, 'matmul', 'b'), !!opts.transA, !!opts.transB));
 }
 
+/** Tensors of one shape, dtype and device, stacked along a new first dimension: [A, ...shape]. */
+export function stack(tensors: Tensor[]): Tensor {
+  if (!Array.isArray(tensors)) throw new Error("stack: argument 'tensors' must be an array of tensors");
+  return new Tensor(native().stack(tensors.map((t, i) => handle(t, 'stack', `tensors[${i}]`))));
+}
+
 /** a + alpha·b; b's shape equal to a's or a suffix of it (broadcast, e.g. a bias). */
 export function add(a: Tensor, b: Tensor, opts: { alpha?: number } = {}): Tensor {
   return new Tensor(native().add(handle(a, 'add', 'a'), handle(b, 'add', 'b'), opts.alpha ?? 1));

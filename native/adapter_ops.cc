@@ -190,7 +190,7 @@ Napi::Value AdapterBackward(const Napi::CallbackInfo& info) {
 }
 
 // adapterForwardBatched(x [N, d], dw [A, r, d], db [A, r], uw [A, d, r], ub [A, d],
-//                       rowAdapter Int32Array [N], scales Float32Array [A], act, path)
+//                       rowAdapter Int32Array [N], scales Float32Array [A], act, path, residual|null)
 Napi::Value AdapterForwardBatched(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "adapterForwardBatched";
@@ -241,6 +241,11 @@ Napi::Value AdapterForwardBatched(const Napi::CallbackInfo& info) {
   b.rowAdapter = rowCopy.data();
   b.scales = scaleCopy.data();
   std::string path = pathArg(env, info[8], op);
+  if (!info[9].IsNull() && !info[9].IsUndefined()) {
+    TensorImpl& res = argTensor(env, info[9], op, "residual");
+    c.like(res, "residual", x.shape);
+    b.base.residual = res.ptr();
+  }
   Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
   void* o = implOf(out).ptr();
   std::string used = "cpu";

@@ -1,12 +1,15 @@
 // Bindings for the basic ops: matmul, add, mul, scale, fill, random fill, sums.
 #include "ops.h"
 
+#include <cstring>
+
 #include "activation.h"
 #include "cpu/basic.h"
 #include "tensor.h"
 #ifdef FA_WITH_CUDA
 #include "../cuda/basic.h"
 #include "../cuda/cublas.h"
+#include "../cuda/runtime.h"
 #endif
 
 // Calls cpu::NAME(args...) or cuda::NAME(device, args...).
@@ -259,10 +262,44 @@ Napi::Value ColSum(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// stack(list) -> [A, ...shape]: tensors of one shape, dtype and device, one after another
+Napi::Value Stack(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* op = "stack";
+  if (!info[0].IsArray() || info[0].As<Napi::Array>().Length() == 0)
+    fail(env, op, "argument 'tensors' must be a non-empty array of tensors");
+  Napi::Array list = info[0].As<Napi::Array>();
+  std::vector<TensorImpl*> ts;
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    std::string name = "tensors[" + std::to_string(i) + "]";
+    ts.push_back(&argTensor(env, list.Get(i), op, name.c_str()));
+    if (i == 0) continue;
+    if (ts[i]->shape != ts[0]->shape)
+      fail(env, op, "argument '" + name + "' has shape " + ts[i]->shapeString() + ", 'tensors[0]' has " + ts[0]->shapeString());
+    sameDType(env, op, *ts[0], "tensors[0]", *ts[i], name.c_str());
+    sameDevice(env, op, *ts[0], "tensors[0]", *ts[i], name.c_str());
+  }
+  std::vector<int64_t> shape{int64_t(ts.size())};
+  shape.insert(shape.end(), ts[0]->shape.begin(), ts[0]->shape.end());
+  Napi::Object out = newTensor(env, shape, ts[0]->dtype, ts[0]->device, op);
+  char* dst = static_cast<char*>(implOf(out).ptr());
+  size_t bytes = ts[0]->bytes();
+  runKernel(env, op, [&] {
+    for (size_t k = 0; k < ts.size(); k++) {
+      if (ts[k]->device == kCpu) std::memcpy(dst + k * bytes, ts[k]->ptr(), bytes);
+#ifdef FA_WITH_CUDA
+      else cuda::copyDeviceToDevice(ts[k]->device, ts[k]->ptr(), ts[k]->device, dst + k * bytes, bytes, op);
+#endif
+    }
+  });
+  return out;
+}
+
 }  // namespace
 
 void registerBasicOps(Napi::Env env, Napi::Object exports) {
   exports.Set("matmul", Napi::Function::New(env, Matmul, "matmul"));
+  exports.Set("stack", Napi::Function::New(env, Stack, "stack"));
   exports.Set("add", Napi::Function::New(env, Add, "add"));
   exports.Set("mul", Napi::Function::New(env, Mul, "mul"));
   exports.Set("scale", Napi::Function::New(env, Scale, "scale"));

@@ -1,7 +1,7 @@
 // The adapter op on the CPU against a float64 reference on fresh random inputs,
 // dropout, the batched op, the layer, and bad inputs.
 import {
-  adapterBackward, adapterForward, adapterForwardBatched, BottleneckAdapter, randn, tensor, Tensor, zeros,
+  adapterBackward, adapterForward, adapterForwardBatched, BottleneckAdapter, randn, stack, tensor, Tensor, zeros,
 } from '../lib';
 import { Act, refForward } from './adapterRef';
 import { expectClose, rng } from './helpers';
@@ -141,6 +141,28 @@ describe('adapterForwardBatched', () => {
       const got = idx.flatMap((n) => Array.from(o.subarray(n * d, (n + 1) * d)));
       expectClose(got, want, 1e-6, 1e-6);
     }
+  });
+});
+
+describe('adapterForwardBatched with a residual', () => {
+  test('out = residual + s_k·f_k(x); rows routed to none get the residual', () => {
+    const [A, N, d, r] = [2, 9, 16, 4];
+    const x = randn([N, d], { seed: 31 });
+    const res = randn([N, d], { seed: 32 });
+    const ws = [weights(d, r, 40), weights(d, r, 50)];
+    const st = (k: 'downWeight' | 'downBias' | 'upWeight' | 'upBias') => stack(ws.map((w) => w[k]));
+    const rows = Int32Array.from([0, 1, -1, 1, 0, -1, 1, 1, 0]);
+    const out = adapterForwardBatched(x, { downWeight: st('downWeight'), downBias: st('downBias'), upWeight: st('upWeight'), upBias: st('upBias') },
+      rows, { scaling: [0.5, 2], residual: res, activation: 'gelu' }).out.toArray();
+    const xv = x.toArray();
+    const rv = res.toArray();
+    rows.forEach((k, n) => {
+      const row = (t: Float32Array) => t.slice(n * d, (n + 1) * d);
+      const want = k < 0 ? row(rv) : adapterForward(tensor(row(xv), [1, d]), ws[k], { scaling: [0.5, 2][k], residual: tensor(row(rv), [1, d]), activation: 'gelu' }).out.toArray();
+      expectClose(out.slice(n * d, (n + 1) * d), want, 1e-6, 1e-6);
+    });
+    expect(() => adapterForwardBatched(x, { downWeight: st('downWeight'), downBias: st('downBias'), upWeight: st('upWeight'), upBias: st('upBias') },
+      rows, { residual: randn([N, d + 1]) })).toThrow(/argument 'residual' has shape \[9, 17\], expected \[9, 16\]/);
   });
 });
 

@@ -213,6 +213,37 @@ describe('adapter management', () => {
   });
 });
 
+describe('serving several adapters in one batch', () => {
+  test('per-row adapters equal running each adapter on its own rows; heads give per-row logits', async () => {
+    const model = await loadBackbone(path.join(FIX, 'tiny-bert'), { device: 'cpu' });
+    for (const [i, name] of ['a', 'b'].entries()) {
+      model.addAdapter(name, { config: 'seq_bn', reductionFactor: 8 }, { seed: 10 + i });
+      model.addClassificationHead(name, { numLabels: 2 + i }, { seed: 20 + i });
+    }
+    for (const t of [...model.adapterParameters('a').values(), ...model.adapterParameters('b').values()])
+      t.copyFrom(randn([t.size], { std: 0.1 })); // away from the identity init
+    const ids = [[3, 4, 5, 6], [7, 8, 9, 0], [10, 11, 12, 13]];
+    const mask = [[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]];
+    const rows: (string | null)[] = ['b', null, 'a'];
+    const res = model.forward({ inputIds: ids, attentionMask: mask }, { adapters: rows });
+    const got = res.lastHiddenState.toArray();
+    rows.forEach((name, b) => {
+      model.setActiveAdapter(name);
+      if (name) model.setActiveHead(name);
+      const one = model.forward({ inputIds: [ids[b]], attentionMask: [mask[b]] });
+      near(got.subarray(b * 4 * 64, (b + 1) * 4 * 64), one.lastHiddenState.toArray(), `row ${b}`);
+      if (name) near(res.rowLogits![b]!, one.logits!.toArray(), `logits of row ${b}`);
+      else expect(res.rowLogits![b]).toBeNull();
+    });
+    expect(() => model.backward(res)).toThrow(/per-row adapters/);
+    model.addAdapter('c', 'par_bn');
+    expect(() => model.forward({ inputIds: ids }, { adapters: ['a', 'c', null] })).toThrow(/share one configuration/);
+    expect(() => model.forward({ inputIds: ids }, { adapters: ['a'] })).toThrow(/1 entries for 3 sequences/);
+    expect(() => model.forward({ inputIds: ids }, { adapters: ['a', 'a', 'x'] })).toThrow(/no adapter named 'x'/);
+    expect(() => model.forward({ inputIds: ids }, { adapters: ['a', 'a', 'a'], training: true })).toThrow(/inference only/);
+  });
+});
+
 describe('other encoders and checkpoint layouts', () => {
   for (const kind of ['tiny-roberta', 'tiny-distilbert'])
     test(`${kind} matches PyTorch`, async () => {

@@ -31,7 +31,7 @@ describe('package entry points', () => {
     expect(r.stdout.trim()).toBe('3,3,7,7 8');
   });
 
-  test('the ESM entry exports exactly what the CommonJS one does', () => {
+  test('the ESM entry (scripts/gen-esm.js) exports exactly what the CommonJS one does', () => {
     const r = node(['--input-type=module', '-e',
       "import * as esm from 'fused-adapters'; import { createRequire } from 'module';" +
       "const cjs = createRequire(process.cwd() + '/')('fused-adapters');" +

@@ -125,15 +125,16 @@ export interface StackedAdapterWeights {
 }
 
 /**
- * Many adapters in one batch: row n of x [N, d] goes through adapter rowAdapter[n]
- * (-1: passes through unchanged). On CUDA this is one kernel launch whatever A is.
+ * Many adapters in one batch: row n of x [N, d] goes through adapter rowAdapter[n]:
+ * out = residual + s_k·f_k(x), residual = x unless given; a row with index -1 gets the
+ * residual unchanged (x passes through). On CUDA this is one kernel launch whatever A is.
  * scaling: one number for all adapters or one per adapter.
  */
 export function adapterForwardBatched(
   x: Tensor,
   w: StackedAdapterWeights,
   rowAdapter: Int32Array | ArrayLike<number>,
-  opts: { activation?: Activation; scaling?: number | ArrayLike<number>; path?: AdapterPath } = {},
+  opts: { activation?: Activation; scaling?: number | ArrayLike<number>; path?: AdapterPath; residual?: Tensor } = {},
 ): { out: Tensor; path: string } {
   const op = 'adapterForwardBatched';
   checkOptions(op, opts as AdapterOptions);
@@ -152,7 +153,7 @@ export function adapterForwardBatched(
   const r = native().adapterForwardBatched(
     handle(x, op, 'x'), handle(w.downWeight, op, 'downWeight'), handle(w.downBias, op, 'downBias'),
     handle(w.upWeight, op, 'upWeight'), handle(w.upBias, op, 'upBias'), rows, scales, opts.activation ?? 'relu',
-    opts.path ?? 'auto',
+    opts.path ?? 'auto', opts.residual === undefined ? null : handle(opts.residual, op, 'residual'),
   );
   return { out: new Tensor(r.out), path: r.path };
 }

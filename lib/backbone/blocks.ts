@@ -3,7 +3,7 @@
 // block (dense output + residual + LayerNorm, with a bottleneck adapter placed as the
 // config says), and a post-LN transformer layer. Backward closures capture what they
 // need; every tensor they make is registered with a Scope.
-import { adapterBackward, adapterForward, AdapterSaved, AdapterWeights, Activation } from '../adapters/functional';
+import { adapterBackward, adapterForward, adapterForwardBatched, AdapterSaved, AdapterWeights, Activation, StackedAdapterWeights } from '../adapters/functional';
 import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, dropout, dropoutBackward } from '../nn';
 import { activation, activationGrad, add, matmul } from '../ops';
 import { Tensor } from '../tensor';
@@ -76,6 +76,8 @@ export interface SiteAdapter {
   dropout: Dropout | null;
   /** Receives the adapter's gradients (AdapterHub parameter suffixes). */
   accumulate: (grads: { dDownWeight: Tensor; dDownBias: Tensor; dUpWeight: Tensor; dUpBias: Tensor; dScaling?: Tensor }) => void;
+  /** Serving several adapters at once: token row n uses adapter rows[n] of the stack (-1: none). Forward only. */
+  batched?: { weights: StackedAdapterWeights; rows: Int32Array; scales: number[] };
 }
 
 /**
@@ -90,6 +92,17 @@ export function outputBlock(
   s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null,
 ): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
   const run = (input: Tensor, residual?: Tensor): { out: Tensor; saved: AdapterSaved } => {
+    if (ad!.batched) {
+      const b = ad!.batched;
+      const [B, T, H] = input.shape;
+      const flat = (t: Tensor) => s.t(t.reshape([B * T, H]));
+      const r = adapterForwardBatched(flat(input), b.weights, b.rows, {
+        activation: ad!.activation, scaling: b.scales, residual: residual ? flat(residual) : undefined,
+      });
+      s.t(r.out);
+      const saved = null as unknown as AdapterSaved; // no backward with per-row adapters
+      return { out: s.t(r.out.reshape([B, T, H])), saved };
+    }
     const r = adapterForward(input, ad!.weights, {
       activation: ad!.activation, scaling: ad!.scaling, residual,
       dropout: ad!.dropout?.p ?? 0, seed: ad!.dropout?.seed ?? 0, training: !!ad!.dropout,
@@ -99,6 +112,7 @@ export function outputBlock(
     return r;
   };
   const grads = (dOut: Tensor, saved: AdapterSaved): Tensor => {
+    if (!saved) throw new Error('backward: not available after a forward with per-row adapters (serving only)');
     const g = adapterBackward(dOut, saved);
     for (const t of [g.dx, g.dDownWeight, g.dDownBias, g.dUpWeight, g.dUpBias, g.dScaling]) if (t) s.t(t);
     ad!.accumulate(g); // copies what it keeps: the scope frees these

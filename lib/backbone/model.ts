@@ -3,7 +3,7 @@
 import { BottleneckAdapter } from '../adapters/bottleneck';
 import type { AdapterWeights } from '../adapters/functional';
 import { embedding, embeddingBackward, layerNorm, dropout as dropoutOp, softmaxCrossEntropy } from '../nn';
-import { activation, add, cast } from '../ops';
+import { activation, add, cast, stack } from '../ops';
 import { FloatDType, Tensor, tensor } from '../tensor';
 import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from './adapterConfig';
 import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, Norm, SiteAdapter } from './blocks';
@@ -41,6 +41,13 @@ export interface ForwardOptions {
   checkpointing?: boolean;
   /** Dropout seed of this step (default: a counter of the model). */
   seed?: number;
+  /**
+   * Serving: one adapter per sequence (null: none), all in one batch, instead of the active
+   * adapter. Each adapter site runs the batched op once for all of them. The adapters must
+   * share one configuration; forward only. With heads named like the adapters, rowLogits
+   * holds each sequence's logits from its own head.
+   */
+  adapters?: (string | null)[];
 }
 
 interface AdapterEntry {
@@ -54,6 +61,8 @@ export class ForwardResult {
   poolerOutput?: Tensor;
   logits?: Tensor;
   loss?: Tensor; // fp32 [1], the mean loss
+  /** With per-row adapters: each sequence's logits from the head named like its adapter (null: none). */
+  rowLogits?: (Float32Array | null)[];
   /** @internal */ _backward?: (dLast?: Tensor) => void;
   /** @internal */ _scope: Scope;
   /** @internal */ _done = false;
@@ -324,6 +333,39 @@ export class Backbone {
     return lowest;
   }
 
+  /** Per-row adapters: a SiteAdapter per (layer, site) running every listed adapter in one batched op. */
+  private batchedSites(names: (string | null)[], T: number, s: Scope): (layer: number, site: 'mh' | 'output') => SiteAdapter | null {
+    if (!Array.isArray(names)) throw new Error('forward: adapters must be an array with one adapter name (or null) per sequence');
+    const distinct = [...new Set(names.filter((n): n is string => n !== null))];
+    const entries = distinct.map((n) => this.entry(n, 'forward'));
+    const shapeOf = (e: AdapterEntry) => JSON.stringify({
+      parallel: e.config.is_parallel, lnBefore: e.config.original_ln_before, act: activationOf(e.config.non_linearity),
+      sites: [...e.sites.entries()].map(([k, v]) => [k, v.layer.bottleneckSize]).sort(),
+    });
+    if (new Set(entries.map(shapeOf)).size > 1)
+      throw new Error(`forward: per-row adapters must share one configuration (placement, sites, bottleneck sizes, non-linearity); ${distinct.join(', ')} differ`);
+    for (const e of entries)
+      if (typeof e.config.scaling !== 'number') throw new Error(`forward: adapter '${e.name}' has a learned scaling, which per-row serving does not support`);
+    const rows = new Int32Array(names.length * T);
+    names.forEach((n, b) => rows.fill(n === null ? -1 : distinct.indexOf(n), b * T, (b + 1) * T));
+    const scales = entries.map((e) => e.config.scaling as number);
+    return (layer, site) => {
+      const sites = entries.map((e) => e.sites.get(`${layer}.${site}`));
+      if (!sites.length || !sites[0]) return null;
+      const stacked = (k: string) => s.t(stack(sites.map((st) => st!.layer.parameters().get(k)!)));
+      const first = sites[0].layer.parameters();
+      return {
+        config: entries[0].config,
+        weights: { downWeight: first.get('adapter_down.0.weight')!, downBias: first.get('adapter_down.0.bias')!, upWeight: first.get('adapter_up.weight')!, upBias: first.get('adapter_up.bias')! },
+        activation: sites[0].layer.activation, scaling: 1, dropout: null, accumulate: () => undefined,
+        batched: {
+          weights: { downWeight: stacked('adapter_down.0.weight'), downBias: stacked('adapter_down.0.bias'), upWeight: stacked('adapter_up.weight'), upBias: stacked('adapter_up.bias') },
+          rows, scales,
+        },
+      };
+    };
+  }
+
   private prepareInputs(inputs: ModelInputs) {
     if (!inputs || inputs.inputIds === undefined) throw new Error('forward: inputs.inputIds is required');
     const ids = flatten(inputs.inputIds, 'inputIds', inputs.shape);
@@ -378,11 +420,17 @@ export class Backbone {
     const de = drop(cfg.hiddenDropout, 0, 15);
     if (de) x = s.t(dropoutOp(x, de.p, de.seed));
 
+    let perRow: ((layer: number, site: 'mh' | 'output') => SiteAdapter | null) | null = null;
+    if (opts.adapters !== undefined) {
+      if (training || opts.labels) throw new Error('forward: per-row adapters serve inference only (no training, no labels)');
+      if (opts.adapters.length !== B) throw new Error(`forward: adapters has ${opts.adapters.length} entries for ${B} sequences`);
+      perRow = this.batchedSites(opts.adapters, T, s);
+    }
     const runOf = (i: number): LayerRun => ({
       numHeads: cfg.numHeads, eps: cfg.layerNormEps, act: cfg.hiddenAct, keyMask,
       dropout: { attnProbs: drop(cfg.attentionDropout, i + 1, 0), attnOut: drop(cfg.hiddenDropout, i + 1, 1), ffnOut: drop(cfg.hiddenDropout, i + 1, 2) },
-      mh: this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
-      output: this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
+      mh: perRow ? perRow(i, 'mh') : this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
+      output: perRow ? perRow(i, 'output') : this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
     });
     const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
@@ -415,6 +463,22 @@ export class Backbone {
     const clsOf = () => (cls ??= s.t(embedding(flat, clsIdx)));
     if (this.weights.pooler) res.poolerOutput = activation(linear(s, clsOf(), this.weights.pooler), 'tanh');
 
+    if (opts.adapters) {
+      // each sequence through the head named like its adapter
+      res.rowLogits = opts.adapters.map(() => null);
+      for (const name of new Set(opts.adapters)) {
+        const h = name === null ? undefined : this.heads.get(name);
+        if (!h) continue;
+        const which = opts.adapters.flatMap((n, b) => (n === name ? [b] : []));
+        const idx = s.t(tensor(Int32Array.from(which), [which.length], { dtype: 'int32', device: dev }));
+        const logits = h.forward(s, s.t(embedding(clsOf(), idx)), false, 0).logits.toArray();
+        which.forEach((b, j) => (res.rowLogits![b] = logits.slice(j * h.numLabels, (j + 1) * h.numLabels)));
+      }
+      res._backward = () => {
+        throw new Error('backward: not available after a forward with per-row adapters (serving only)');
+      };
+      return res;
+    }
     const head = this.activeHead ? this.heads.get(this.activeHead)! : null;
     let headBack: ReturnType<ClassificationHead['forward']>['back'] | null = null;
     let dLogits: Tensor | null = null;

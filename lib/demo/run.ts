@@ -79,19 +79,22 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
       `  [${res.steps} steps, ${entry.msPerStep.toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s]`);
   }
 
-  log('\nrouting queries to their task\'s adapter:');
-  for (const q of DEMO_QUERIES) {
-    model.setActiveAdapter(q.task);
-    model.setActiveHead(q.task);
-    const enc = tokenizer.encodeBatch([q.text]);
-    const r = model.forward({ inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape });
-    const probs = softmaxRows(r.logits!.toArray(), r.logits!.shape[1])[0];
+  // All queries in one batch, each row through its own task's adapter and head.
+  log("\nrouting queries to their task's adapter (one batch, one adapter per row):");
+  const enc = tokenizer.encodeBatch(DEMO_QUERIES.map((q) => q.text));
+  const r = model.forward(
+    { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape },
+    { adapters: DEMO_QUERIES.map((q) => q.task) },
+  );
+  DEMO_QUERIES.forEach((q, i) => {
+    const logits = r.rowLogits![i]!;
+    const probs = softmaxRows(logits, logits.length)[0];
     const best = probs.indexOf(Math.max(...probs));
     const label = labelMaps.get(q.task)!.name(best);
     report.routed.push({ task: q.task, text: q.text, label, probability: probs[best] });
     log(`  [${q.task}] "${q.text}" → ${label} (${(100 * probs[best]).toFixed(0)}%)`);
-    r.dispose();
-  }
+  });
+  r.dispose();
 
   const perAdapter = report.tasks[0]?.adapterBytes ?? 0;
   report.trainableParams = totalTrainable(model, tasks[0].name);

@@ -190,23 +190,28 @@ void adapterForwardBatched(const BatchedArgs& b, void* out) {
   const AdapterArgs& base = b.base;
   size_t es = dtypeSize(base.dtype);
   size_t rowBytes = size_t(base.d) * es;
-  // Rows of each adapter, in order; -1 rows pass x through unchanged.
+  const char* res = static_cast<const char*>(base.residual ? base.residual : base.x);
+  // Rows of each adapter, in order; -1 rows get the residual (x unless given) unchanged.
   std::vector<std::vector<int>> rows(b.numAdapters);
   for (int n = 0; n < base.N; n++) {
     int k = b.rowAdapter[n];
-    if (k < 0) std::memcpy(static_cast<char*>(out) + n * rowBytes, static_cast<const char*>(base.x) + n * rowBytes, rowBytes);
+    if (k < 0) std::memcpy(static_cast<char*>(out) + n * rowBytes, res + n * rowBytes, rowBytes);
     else rows[k].push_back(n);
   }
   for (int k = 0; k < b.numAdapters; k++) {
     if (rows[k].empty()) continue;
     int m = int(rows[k].size());
-    std::vector<char> xs(size_t(m) * rowBytes), os(size_t(m) * rowBytes);
-    for (int i = 0; i < m; i++)
-      std::memcpy(xs.data() + i * rowBytes, static_cast<const char*>(base.x) + size_t(rows[k][i]) * rowBytes, rowBytes);
+    auto gather = [&](const char* src) {
+      std::vector<char> g(size_t(m) * rowBytes);
+      for (int i = 0; i < m; i++) std::memcpy(g.data() + i * rowBytes, src + size_t(rows[k][i]) * rowBytes, rowBytes);
+      return g;
+    };
+    std::vector<char> xs = gather(static_cast<const char*>(base.x)), os(size_t(m) * rowBytes);
+    std::vector<char> rs = base.residual ? gather(res) : std::vector<char>();
     AdapterArgs a = base;
     a.N = m;
     a.x = xs.data();
-    a.residual = nullptr;
+    a.residual = base.residual ? rs.data() : nullptr;
     a.downW = static_cast<const char*>(base.downW) + size_t(k) * base.r * base.d * es;
     a.downB = static_cast<const char*>(base.downB) + size_t(k) * base.r * es;
     a.upW = static_cast<const char*>(base.upW) + size_t(k) * base.d * base.r * es;

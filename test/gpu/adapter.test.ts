@@ -157,6 +157,27 @@ describeGpu('CUDA batched adapters', () => {
         expectNear(got.out.toArray(), want.out.toArray(), tol[dtype]);
       });
 
+  test('batched with a residual: routed rows add to it, rows routed to none get it', () => {
+    for (const [dtype, d, r] of [['bfloat16', 512, 32], ['float32', 200, 24]] as [F, number, number][]) {
+      const A = 3;
+      const N = 999;
+      const s = seed();
+      const st = {
+        downWeight: randn([A, r, d], { seed: s, std: 1 / Math.sqrt(d), dtype }), downBias: randn([A, r], { seed: s + 1, std: 0.1, dtype }),
+        upWeight: randn([A, d, r], { seed: s + 2, std: 1 / Math.sqrt(r), dtype }), upBias: randn([A, d], { seed: s + 3, std: 0.1, dtype }),
+      };
+      const rows = Int32Array.from({ length: N }, (_, i) => ((i * 31 + s) % (A + 1)) - 1);
+      const x = randn([N, d], { seed: s + 4, dtype });
+      const res = randn([N, d], { seed: s + 5, dtype });
+      const g = (t: Tensor) => t.to(dev);
+      poisonNext([N, d], dtype, dev);
+      const got = adapterForwardBatched(g(x), { downWeight: g(st.downWeight), downBias: g(st.downBias), upWeight: g(st.upWeight), upBias: g(st.upBias) },
+        rows, { scaling: [1, 0.5, 2], residual: g(res) }).out.toArray();
+      const want = adapterForwardBatched(x, st, rows, { scaling: [1, 0.5, 2], residual: res }).out.toArray();
+      expectNear(got, want, tol[dtype]);
+    }
+  });
+
   test('batched rows equal single-adapter CUDA runs exactly in structure', () => {
     const { gpu, xd } = make(64, 256, 32, 'bfloat16');
     const one = adapterForward(xd, gpu, { path: 'fused' }).out.toArray();

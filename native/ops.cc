@@ -118,34 +118,44 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The operands of add/mul: same dtype and device, b equal to a or a broadcast suffix of it.
+struct Binary {
+  TensorImpl& a;
+  TensorImpl& b;
+  size_t nb;  // b's element count
+};
+
+Binary binaryArgs(Napi::Env env, const Napi::CallbackInfo& info, const char* op) {
+  TensorImpl& a = argTensor(env, info[0], op, "a");
+  TensorImpl& b = argTensor(env, info[1], op, "b");
+  floatOnly(env, op, a, "a");
+  sameDType(env, op, a, "a", b, "b");
+  sameDevice(env, op, a, "a", b, "b");
+  return Binary{a, b, broadcastCount(env, op, a, b)};
+}
+
+// add(a, b, alpha): a + alpha·b
 Napi::Value Add(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "add";
-  TensorImpl& a = argTensor(env, info[0], op, "a");
-  TensorImpl& b = argTensor(env, info[1], op, "b");
+  Binary x = binaryArgs(env, info, op);
   float alpha = info[2].IsUndefined() ? 1.0f : float(argNumber(env, info[2], op, "alpha"));
-  floatOnly(env, op, a, "a");
-  sameDType(env, op, a, "a", b, "b");
-  sameDevice(env, op, a, "a", b, "b");
-  size_t nb = broadcastCount(env, op, a, b);
-  Napi::Object out = newTensor(env, a.shape, a.dtype, a.device, op);
+  Napi::Object out = newTensor(env, x.a.shape, x.a.dtype, x.a.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(a.device, add, a.dtype, a.ptr(), b.ptr(), o.ptr(), a.numel(), nb, alpha); });
+  runKernel(env, op, [&] {
+    FA_DISPATCH(x.a.device, add, x.a.dtype, x.a.ptr(), x.b.ptr(), o.ptr(), x.a.numel(), x.nb, alpha);
+  });
   return out;
 }
 
+// mul(a, b): a ⊙ b
 Napi::Value Mul(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const char* op = "mul";
-  TensorImpl& a = argTensor(env, info[0], op, "a");
-  TensorImpl& b = argTensor(env, info[1], op, "b");
-  floatOnly(env, op, a, "a");
-  sameDType(env, op, a, "a", b, "b");
-  sameDevice(env, op, a, "a", b, "b");
-  size_t nb = broadcastCount(env, op, a, b);
-  Napi::Object out = newTensor(env, a.shape, a.dtype, a.device, op);
+  Binary x = binaryArgs(env, info, op);
+  Napi::Object out = newTensor(env, x.a.shape, x.a.dtype, x.a.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(a.device, mul, a.dtype, a.ptr(), b.ptr(), o.ptr(), a.numel(), nb); });
+  runKernel(env, op, [&] { FA_DISPATCH(x.a.device, mul, x.a.dtype, x.a.ptr(), x.b.ptr(), o.ptr(), x.a.numel(), x.nb); });
   return out;
 }
 

@@ -13,6 +13,7 @@ import {
   loadAdapter as loadAdapterFiles, loadHead as loadHeadFiles, saveAdapter as saveAdapterFiles, saveHead as saveHeadFiles,
   LoadAdapterOptions, LoadedAdapter, LoadedHead, LoadHeadOptions, SaveAdapterOptions, SaveHeadOptions,
 } from '../adapters/files';
+import { ModelInputs, prepareInputs } from './inputs';
 import { Scope } from './scope';
 
 export interface EmbeddingWeights { word: Tensor; position: Tensor; tokenType?: Tensor; ln: Norm }
@@ -23,15 +24,6 @@ export interface BackboneWeights {
   pooler?: Linear;
   /** Every loaded tensor by its canonical checkpoint name. */
   all: Map<string, Tensor>;
-}
-
-type Rows = number[][] | ArrayLike<number>;
-export interface ModelInputs {
-  inputIds: Rows | Tensor;
-  attentionMask?: Rows | Tensor;
-  tokenTypeIds?: Rows | Tensor;
-  /** [B, T] when the inputs are flat arrays. */
-  shape?: [number, number];
 }
 
 export interface ForwardOptions {
@@ -83,24 +75,6 @@ export class ForwardResult {
     this._backward = undefined;
     this._done = true;
   }
-}
-
-function flatten(rows: Rows | Tensor, what: string, shape?: [number, number]): { data: number[] | ArrayLike<number>; B: number; T: number } {
-  if (rows instanceof Tensor) {
-    if (rows.shape.length !== 2) throw new Error(`forward: ${what} must be [B, T], got [${rows.shape}]`);
-    return { data: rows.toArray(), B: rows.shape[0], T: rows.shape[1] };
-  }
-  if (Array.isArray(rows) && rows.length > 0 && Array.isArray(rows[0])) {
-    const r = rows as number[][];
-    const T = r[0].length;
-    if (r.some((row) => !Array.isArray(row) || row.length !== T))
-      throw new Error(`forward: ${what} rows must all have the same length (pad them)`);
-    return { data: r.flat(), B: r.length, T };
-  }
-  if (!shape) throw new Error(`forward: ${what} is flat; pass shape: [B, T]`);
-  const a = rows as ArrayLike<number>;
-  if (a.length !== shape[0] * shape[1]) throw new Error(`forward: ${what} has ${a.length} values for shape [${shape}]`);
-  return { data: a, B: shape[0], T: shape[1] };
 }
 
 export class Backbone {
@@ -366,41 +340,9 @@ export class Backbone {
     };
   }
 
-  private prepareInputs(inputs: ModelInputs) {
-    if (!inputs || inputs.inputIds === undefined) throw new Error('forward: inputs.inputIds is required');
-    const ids = flatten(inputs.inputIds, 'inputIds', inputs.shape);
-    const { B, T } = ids;
-    if (B < 1 || T < 1) throw new Error('forward: inputIds must have at least one row and one token');
-    const shape: [number, number] = [B, T];
-    const mask = inputs.attentionMask !== undefined ? flatten(inputs.attentionMask, 'attentionMask', shape) : null;
-    const types = inputs.tokenTypeIds !== undefined ? flatten(inputs.tokenTypeIds, 'tokenTypeIds', shape) : null;
-    for (const [n, x] of [['attentionMask', mask], ['tokenTypeIds', types]] as const)
-      if (x && (x.B !== B || x.T !== T)) throw new Error(`forward: ${n} has shape [${x.B}, ${x.T}], inputIds [${B}, ${T}]`);
-    const idArr = Int32Array.from(ids.data as ArrayLike<number>);
-    const maskArr = mask ? Float32Array.from(mask.data as ArrayLike<number>) : new Float32Array(B * T).fill(1);
-    const pos = new Int32Array(B * T);
-    const pad = this.config.padTokenId;
-    for (let b = 0; b < B; b++) {
-      let c = 0;
-      for (let t = 0; t < T; t++) {
-        const i = b * T + t;
-        if (this.config.modelType === 'roberta') {
-          // RoBERTa counts real tokens from padding_idx + 1; padding keeps padding_idx
-          const real = idArr[i] !== pad ? 1 : 0;
-          c += real;
-          pos[i] = real ? c + pad : pad;
-        } else pos[i] = t;
-      }
-    }
-    const maxPos = Math.max(...pos);
-    if (maxPos >= this.config.maxPositions)
-      throw new Error(`forward: sequence length ${T} needs position ${maxPos}, but the model has ${this.config.maxPositions} positions`);
-    return { B, T, idArr, maskArr, pos, typeArr: types ? Int32Array.from(types.data as ArrayLike<number>) : new Int32Array(B * T) };
-  }
-
   forward(inputs: ModelInputs, opts: ForwardOptions = {}): ForwardResult {
     const training = !!opts.training;
-    const { B, T, idArr, maskArr, pos, typeArr } = this.prepareInputs(inputs);
+    const { B, T, idArr, maskArr, pos, typeArr } = prepareInputs(this.config, inputs);
     const dev = this.device;
     const s = new Scope();
     const cfg = this.config;

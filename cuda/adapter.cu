@@ -583,13 +583,26 @@ __global__ void __launch_bounds__(256) fusedBackwardWmma(BwdParams<T> p) {
 
 bool tensorCoreType(DType t) { return t == DType::BF16 || t == DType::F16; }
 
-bool wmmaFits(const AdapterArgs& a) {
-  return tensorCoreType(a.dtype) && a.d % 16 == 0 && a.r % 16 == 0 && a.r <= kMaxFusedR;
+// Shared memory one block may opt in to: 163 KB on sm_80/87 and 227 KB on sm_90 hold the
+// tensor-core kernels up to r = 256, but sm_86/89/120 give 99 KB, enough only up to r = 144.
+size_t smemOptin(int dev) {
+  int v = 0;
+  check(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "adapter",
+        "cudaDeviceGetAttribute");
+  return size_t(v);
+}
+
+bool wmmaFits(const AdapterArgs& a, int dev) {
+  if (!tensorCoreType(a.dtype) || a.d % 16 != 0 || a.r % 16 != 0 || a.r > kMaxFusedR) return false;
+  // dynamic (the larger of the forward and backward layouts) + the static rows[] array
+  size_t need = std::max(WmmaSmem<__half>(a.r, false).total(), WmmaSmem<__half>(a.r, true).total()) +
+                kWmmaRows * sizeof(int);
+  return need <= smemOptin(dev);
 }
 
 bool fusedForwardFits(const AdapterArgs& a) { return a.r <= kMaxFusedR; }
 
-bool fusedBackwardFits(const AdapterArgs& a) { return wmmaFits(a) && !a.scaleT && a.dropout <= 0.0f; }
+bool fusedBackwardFits(const AdapterArgs& a, int dev) { return wmmaFits(a, dev) && !a.scaleT && a.dropout <= 0.0f; }
 
 template <typename T>
 FwdParams<T> fwdParams(const AdapterArgs& a, void* out, float* hPre) {
@@ -601,14 +614,14 @@ FwdParams<T> fwdParams(const AdapterArgs& a, void* out, float* hPre) {
 }
 
 // Rows per tile of the fused forward kernel that takes this shape.
-int fusedTileRows(const AdapterArgs& a) { return wmmaFits(a) ? kWmmaRows : kSimtRows; }
+int fusedTileRows(const AdapterArgs& a, int dev) { return wmmaFits(a, dev) ? kWmmaRows : kSimtRows; }
 
-// Launches the fused forward over `tiles` tiles of fusedTileRows(a) rows (map gives rows and adapters).
+// Launches the fused forward over `tiles` tiles of fusedTileRows(a, dev) rows (map gives rows and adapters).
 void launchFusedForward(int dev, const AdapterArgs& a, void* out, float* hPre, int tiles, TileMap map,
                         const char* op) {
   if (tiles == 0) return;
-  map.tileRows = fusedTileRows(a);
-  if (wmmaFits(a)) {
+  map.tileRows = fusedTileRows(a, dev);
+  if (wmmaFits(a, dev)) {
     dispatchFloat(a.dtype, [&](auto tag) {
       using T = decltype(tag);
       if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
@@ -757,9 +770,9 @@ std::string adapterForward(int dev, const AdapterArgs& a, void* out, float* hPre
     throw std::runtime_error(fitError(a, "adapterForward: the fused path needs r <= 256"));
   if (a.N == 0) return fused ? "fused" : "cublas";
   if (fused) {
-    int rowsPerTile = fusedTileRows(a);
+    int rowsPerTile = fusedTileRows(a, dev);
     launchFusedForward(dev, a, out, hPre, (a.N + rowsPerTile - 1) / rowsPerTile, TileMap{}, "adapterForward");
-    return wmmaFits(a) ? "fused" : "fused-simt";
+    return wmmaFits(a, dev) ? "fused" : "fused-simt";
   }
   forwardCublas(dev, a, out, hPre);
   return "cublas";
@@ -768,13 +781,12 @@ std::string adapterForward(int dev, const AdapterArgs& a, void* out, float* hPre
 std::string adapterBackward(int dev, const AdapterArgs& a, const void* dOut, const float* hPre,
                             const AdapterGrads& g, const std::string& path) {
   DeviceGuard guard(dev, "adapterBackward");
-  bool fused = path == "fused" || (path == "auto" && fusedBackwardFits(a));
-  if (path == "fused" && !fusedBackwardFits(a))
+  bool fused = path == "fused" || (path == "auto" && fusedBackwardFits(a, dev));
+  if (path == "fused" && !fusedBackwardFits(a, dev))
     throw std::runtime_error(fitError(a,
-        "adapterBackward: the fused path needs bf16/fp16, d and r multiples of 16, r <= 256, fixed scaling, no dropout"));
-  if (a.N == 0) {
-    throw std::runtime_error("adapterBackward: x has no rows");
-  }
+        "adapterBackward: the fused path needs bf16/fp16, d and r multiples of 16, r <= 256 (r <= 144 on GPUs "
+        "with 99 KB of shared memory per block), fixed scaling, no dropout"));
+  // N = 0 runs through: the GEMMs over K = N write zeros and the column sums give 0, as on the CPU.
   if (fused) backwardFused(dev, a, dOut, hPre, g);
   else backwardCublas(dev, a, dOut, hPre, g);
   return fused ? "fused" : "cublas";
@@ -792,14 +804,14 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   std::vector<std::vector<int>> rows(b.numAdapters + 1);
   for (int n = 0; n < a.N; n++) rows[b.rowAdapter[n] + 1].push_back(n);
   std::vector<int> rowIdx, tileAdapter;
-  const size_t rowsPerTile = size_t(fusedTileRows(a));
+  const size_t rowsPerTile = size_t(fusedTileRows(a, dev));
   for (int k = -1; k < b.numAdapters; k++)
     for (size_t i = 0; i < rows[k + 1].size(); i += rowsPerTile) {
       tileAdapter.push_back(k);
       for (size_t j = 0; j < rowsPerTile; j++) rowIdx.push_back(i + j < rows[k + 1].size() ? rows[k + 1][i + j] : -1);
     }
   int tiles = int(tileAdapter.size());
-  if (tiles == 0) return wmmaFits(a) ? "fused" : "fused-simt";
+  if (tiles == 0) return wmmaFits(a, dev) ? "fused" : "fused-simt";
   // One upload for the routing table: row indices, then each tile's adapter, then the scales.
   std::vector<int32_t> table(rowIdx);
   table.insert(table.end(), tileAdapter.begin(), tileAdapter.end());
@@ -814,7 +826,7 @@ std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, cons
   fa.scaleT = nullptr;
   fa.dropout = 0.0f;
   launchFusedForward(dev, fa, out, nullptr, tiles, map, op);
-  return wmmaFits(a) ? "fused" : "fused-simt";
+  return wmmaFits(a, dev) ? "fused" : "fused-simt";
 }
 
 }  // namespace cuda

@@ -122,6 +122,29 @@ describeGpu('CUDA adapter forward and backward match the CPU', () => {
         for (const k of GRADS) expectNear(gg[k].toArray(), gw[k].toArray(), tol[dtype] * 2);
       });
 
+  for (const dtype of ['float32', 'bfloat16'] as F[])
+    for (const path of ['fused', 'cublas', 'auto'] as const)
+      test(`no rows: backward gives zero weight gradients like the CPU (${dtype}, ${path})`, () => {
+        const { cpu, gpu } = make(1, 64, 32, dtype);
+        const want = adapterBackward(randn([0, 64], { dtype }), adapterForward(randn([0, 64], { dtype }), cpu).saved);
+        const f = adapterForward(randn([0, 64], { dtype, device: dev }), gpu, { path });
+        poisonNext([32, 64], 'float32', dev);  // dDownWeight: the GEMM over K = 0 must write its zeros
+        let gg: ReturnType<typeof adapterBackward>;
+        try {
+          gg = adapterBackward(randn([0, 64], { dtype, device: dev }), f.saved, { path });
+        } catch (e) {
+          expect(path === 'fused' && dtype === 'float32').toBe(true);
+          expect((e as Error).message).toMatch(/adapterBackward: the fused path needs/);
+          return;
+        }
+        expect(gg.dx.shape).toEqual([0, 64]);
+        for (const k of GRADS) {
+          const a = gg[k].toArray();
+          expect(a.length).toBe(want[k].toArray().length);
+          expect(want[k].toArray().every((v) => v === 0) && a.every((v) => v === 0)).toBe(true);
+        }
+      });
+
   test('the fused backward is deterministic (same bits twice)', () => {
     const { gpu, xd } = make(4096, 1024, 64, 'bfloat16');
     const f = adapterForward(xd, gpu, { path: 'fused' });

@@ -13,8 +13,8 @@
 // scaling of 1 must read back in Python as 1.0, not as the int 1.
 //
 // Pickle files (pytorch_adapter.bin, pytorch_model_head.bin) are never read.
-import { randomBytes } from 'crypto';
 import * as fs from 'fs';
+import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { BnConfig, configName, resolveConfig } from '../backbone/adapterConfig';
 import type { Backbone } from '../backbone/model';
@@ -118,30 +118,11 @@ function pyJson(value: unknown, indent = ''): string {
   throw new Error(`adapter files: cannot write a ${typeof value} as JSON`);
 }
 
-/** Writes `text` to `file` atomically: a temporary file next to it, fsynced, then renamed over it. */
+/** Writes `text` to `file` atomically (see lib/atomicWrite.ts). */
 function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fd: number | null = null;
   try {
-    fd = fs.openSync(tmp, 'wx');
-    fs.writeSync(fd, text, null, 'utf8');
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, file);
+    writeTextAtomic(file, text);
   } catch (e) {
-    if (fd !== null) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // ignore
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // never created, or already renamed
-    }
     throw new Error(`cannot write ${file}: ${(e as Error).message}`);
   }
 }

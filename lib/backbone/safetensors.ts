@@ -8,9 +8,9 @@
 // every read is bounded by the data section, and every failure is a SafetensorsError whose
 // message starts with the file's label and says what is wrong.
 import * as fs from 'fs';
+import { writeAtomic } from '../atomicWrite';
 import * as os from 'os';
 import * as path from 'path';
-import { randomBytes } from 'crypto';
 
 /** Element types this module can convert (getFloat32 / getInt32). */
 export type SafeDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
@@ -939,41 +939,13 @@ function writeAll(fd: number, buf: Buffer): void {
  */
 export function writeSafetensors(file: string, tensors: Record<string, TensorToWrite>, metadata?: Record<string, string>): void {
   const { header, plan } = planTensors(file, tensors, metadata);
-  const tmp = `${file}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
-  let fd: number | null = null;
   try {
-    fd = fs.openSync(tmp, 'wx');
-    writeAll(fd, header);
-    for (const p of plan) writeAll(fd, encode(p));
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, file);
+    writeAtomic(file, (fd) => {
+      writeAll(fd, header);
+      for (const p of plan) writeAll(fd, encode(p));
+    });
   } catch (e) {
-    if (fd !== null) {
-      try {
-        fs.closeSync(fd);
-      } catch {
-        // ignore
-      }
-    }
-    try {
-      fs.unlinkSync(tmp);
-    } catch {
-      // never created, or already renamed
-    }
     if (e instanceof SafetensorsError) throw e;
     throw new SafetensorsError(file, `write failed: ${(e as Error).message}`);
-  }
-  // Make the rename durable where directories can be fsynced (not on Windows).
-  try {
-    const dfd = fs.openSync(path.dirname(file), 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch {
-    // best effort
   }
 }

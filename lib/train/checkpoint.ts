@@ -2,6 +2,7 @@
 // written atomically (each file to a temporary name, then renamed; the JSON that names
 // the tensor file last), so a crash mid-save leaves the previous checkpoint usable.
 import * as fs from 'fs';
+import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { SafetensorsFile, writeSafetensors, TensorToWrite } from '../backbone/safetensors';
 
@@ -33,9 +34,7 @@ export interface CheckpointData {
 }
 
 function writeJsonAtomic(file: string, value: unknown): void {
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  fs.writeFileSync(tmp, JSON.stringify(value, null, 2));
-  fs.renameSync(tmp, file);
+  writeTextAtomic(file, JSON.stringify(value, null, 2));
 }
 
 export function saveCheckpoint(dir: string, data: CheckpointData, shapes: Map<string, number[]>): void {

@@ -107,6 +107,16 @@ describe('train', () => {
     expect(res.steps).toBe(3);
   });
 
+  test('data from a file, the tokenizer from the model directory, an adapter named by its config', async () => {
+    const model = await loadBackbone(MODEL, { device: 'cpu' });
+    const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'fa-data-')), 'train.jsonl');
+    fs.writeFileSync(file, trainData.map((e) => JSON.stringify(e)).join('\n'));
+    const res = await train({ model, adapter: 'par_bn', trainData: file, evalData: file, steps: 2, batchSize: 8, progress: false });
+    expect(res.steps).toBe(2);
+    expect(model.adapterNames()).toEqual(['par_bn']);
+    expect(model.adapterConfig('par_bn').is_parallel).toBe(true);
+  });
+
   test('bad inputs', async () => {
     const { model, tokenizer } = await fresh();
     await expect(train({ ...base, model, tokenizer, trainData: [] })).rejects.toThrow(/trainData is empty/);

@@ -10,19 +10,23 @@ import { LRSchedule, ScheduleKind } from '../optim/schedule';
 import { scale } from '../ops';
 import type { Tensor } from '../tensor';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
-import { Batch, DataLoader, Example, LabelMap } from './data';
+import { configName } from '../backbone/adapterConfig';
+import { Batch, DataLoader, Example, LabelMap, readExamples } from './data';
 import { accuracy, argmaxRows, macroF1, Metrics } from './metrics';
-import type { Tokenizer } from './tokenizer';
+import { Tokenizer } from './tokenizer';
 
 export interface TrainOptions {
   model: Backbone;
-  /** The adapter to train (must have been added). */
+  /** The adapter to train; when the model has none by that name and it is a config name
+   *  (seq_bn, double_seq_bn, par_bn or an alias), an adapter of that config is added. */
   adapter: string;
   /** The head to train (default: the adapter's name); added when missing. */
   head?: string;
-  tokenizer: Tokenizer;
-  trainData: Example[];
-  evalData?: Example[];
+  /** Default: the tokenizer.json of the directory the model was loaded from. */
+  tokenizer?: Tokenizer;
+  /** Examples, or a .jsonl / .csv file of them. */
+  trainData: Example[] | string;
+  evalData?: Example[] | string;
   labels?: LabelMap;
   epochs?: number; // default 3 (ignored when steps is given)
   steps?: number;
@@ -95,9 +99,15 @@ function restore(params: Map<string, Tensor>, values: Map<string, Float32Array>,
   }
 }
 
-export async function train(o: TrainOptions): Promise<TrainResult> {
-  const { model, tokenizer } = o;
-  if (!o.trainData?.length) throw new Error('train: trainData is empty');
+export async function train(opts: TrainOptions): Promise<TrainResult> {
+  const { model } = opts;
+  const trainData = typeof opts.trainData === 'string' ? await readExamples(opts.trainData) : opts.trainData;
+  const evalData = typeof opts.evalData === 'string' ? await readExamples(opts.evalData) : opts.evalData;
+  if (!trainData?.length) throw new Error('train: trainData is empty');
+  if (!opts.tokenizer && !model.dir) throw new Error('train: pass a tokenizer (the model was not loaded from a directory)');
+  const tokenizer = opts.tokenizer ?? (await Tokenizer.fromDir(model.dir!));
+  if (!model.adapterNames().includes(opts.adapter) && isConfigName(opts.adapter)) model.addAdapter(opts.adapter, opts.adapter);
+  const o = { ...opts, trainData, evalData, tokenizer };
   const seed = o.seed ?? 42;
   const labels = o.labels ?? LabelMap.fromExamples(o.trainData);
   const headName = o.head ?? o.adapter;
@@ -253,6 +263,15 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     secondsPerStep: stepsThisCall ? seconds / stepsThisCall : 0,
     history,
   };
+}
+
+function isConfigName(name: string): boolean {
+  try {
+    configName(name);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function scaleInPlace(g: Tensor, s: number): void {

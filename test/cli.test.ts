@@ -68,6 +68,8 @@ describe('demo', () => {
     const r = await runDemo({ device: 'cpu', outDir: dir, perIntent: 12, epochs: 2, log: (l) => lines.push(l) });
     expect(r.tasks.map((t) => t.name)).toEqual(['order_status', 'tech_support', 'billing']);
     expect(r.routed).toHaveLength(6);
+    for (const q of r.routed) expect(['order_status', 'tech_support', 'billing']).toContain(q.routedTask);
+    expect(r.routerAccuracy).toBeGreaterThanOrEqual(0);
     expect(r.trainableParams).toBeLessThan(r.backboneParams / 5);
     expect(r.tasks[0].adapterBytes).toBeLessThan(r.backboneBytes);
     expect(lines.join('\n')).toMatch(/RANDOM weights/);

@@ -27,7 +27,8 @@ export interface DemoReport {
   trainableParams: number;
   backboneParams: number;
   backboneBytes: number;
-  routed: { task: string; text: string; label: string | number; probability: number }[];
+  routed: { task: string; routedTask: string; text: string; label: string | number; probability: number }[];
+  routerAccuracy: number;
   seconds: number;
 }
 
@@ -54,7 +55,7 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   log('  deterministically, not a pre-trained model: the adapters learn on top of frozen random features.');
   log(`  ${model.parameterCount().toLocaleString('en-US')} frozen parameters; ${tasks.length} tasks, one seq_bn adapter + head each\n`);
 
-  const report: DemoReport = { device, tasks: [], trainableParams: 0, backboneParams: model.parameterCount(), backboneBytes: fs.statSync(path.join(backboneDir, 'model.safetensors')).size, routed: [], seconds: 0 };
+  const report: DemoReport = { device, tasks: [], trainableParams: 0, backboneParams: model.parameterCount(), backboneBytes: fs.statSync(path.join(backboneDir, 'model.safetensors')).size, routed: [], routerAccuracy: 0, seconds: 0 };
   const labelMaps = new Map<string, LabelMap>();
   for (const task of tasks) {
     const labels = LabelMap.fromExamples(task.train);
@@ -79,20 +80,38 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
       `  [${res.steps} steps, ${entry.msPerStep.toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s]`);
   }
 
-  // All queries in one batch, each row through its own task's adapter and head.
-  log("\nrouting queries to their task's adapter (one batch, one adapter per row):");
+  // A router: one more adapter + head on the same frozen backbone, trained to tell the tasks apart.
+  const routerLabels = LabelMap.fromList(tasks.map((t) => t.name));
+  const routerData = (pick: (t: (typeof tasks)[number]) => { text: string }[]) =>
+    tasks.flatMap((t) => pick(t).map((e) => ({ text: e.text, label: t.name })));
+  model.addAdapter('router', { config: 'seq_bn', reductionFactor: 16 }, { seed: 300 });
+  model.addClassificationHead('router', { numLabels: routerLabels.size }, { seed: 301 });
+  const routerRes = await train({
+    model, adapter: 'router', tokenizer, trainData: routerData((t) => t.train.filter((_, i) => i % 2 === 0)), evalData: routerData((t) => t.eval),
+    labels: routerLabels, epochs: o.epochs ?? 6, batchSize: 16, lr: 3e-3, warmup: 0.1, seed: 9, progress: false, maxLength: 32,
+  });
+  report.routerAccuracy = routerRes.final?.accuracy ?? 0;
+  log(`router        (which task a query belongs to): accuracy ${(100 * report.routerAccuracy).toFixed(1)}%  [${routerRes.steps} steps]`);
+
+  // Queries without a task: the router picks one per query, then all queries go through their
+  // chosen task's adapter and head in one batch (one batched kernel per adapter site).
+  log("\nrouting queries (router, then each row through its task's adapter, in one batch):");
   const enc = tokenizer.encodeBatch(DEMO_QUERIES.map((q) => q.text));
-  const r = model.forward(
-    { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape },
-    { adapters: DEMO_QUERIES.map((q) => q.task) },
-  );
-  DEMO_QUERIES.forEach((q, i) => {
-    const logits = r.rowLogits![i]!;
+  const inputs = { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape };
+  const argmax = (logits: Float32Array) => {
     const probs = softmaxRows(logits, logits.length)[0];
     const best = probs.indexOf(Math.max(...probs));
-    const label = labelMaps.get(q.task)!.name(best);
-    report.routed.push({ task: q.task, text: q.text, label, probability: probs[best] });
-    log(`  [${q.task}] "${q.text}" → ${label} (${(100 * probs[best]).toFixed(0)}%)`);
+    return { best, p: probs[best] };
+  };
+  const routed = model.forward(inputs, { adapters: DEMO_QUERIES.map(() => 'router') });
+  const chosen = routed.rowLogits!.map((l) => String(routerLabels.name(argmax(l!).best)));
+  routed.dispose();
+  const r = model.forward(inputs, { adapters: chosen });
+  DEMO_QUERIES.forEach((q, i) => {
+    const { best, p } = argmax(r.rowLogits![i]!);
+    const label = labelMaps.get(chosen[i])!.name(best);
+    report.routed.push({ task: q.task, routedTask: chosen[i], text: q.text, label, probability: p });
+    log(`  "${q.text}" → ${chosen[i]}${chosen[i] === q.task ? '' : ` (expected ${q.task})`} → ${label} (${(100 * p).toFixed(0)}%)`);
   });
   r.dispose();
 

@@ -40,30 +40,53 @@ void fromFloat(DType t, const float* src, void* dst, size_t n) {
   parallelFor(n, kGrain, [&](size_t b, size_t e) { storeAt(t, dst, b, src + b, e - b); });
 }
 
-void add(DType t, const void* a, const void* b, void* out, size_t n, size_t nb, float alpha) {
-  tiled(t, n, [&](size_t i, size_t m, float* fa, float* fb, float* fo) {
-    loadAt(t, a, i, fa, m);
-    for (size_t j = 0; j < m; j++) {
-      size_t k = (i + j) % nb;
-      float bv;
-      loadToFloat(t, static_cast<const char*>(b) + k * dtypeSize(t), &bv, 1);
-      fo[j] = fa[j] + alpha * bv;
+// out[r·nb + c] = f(a[r·nb + c], b[c]) over rows of b's length (nb divides n: b is a suffix
+// broadcast, or as long as a). fp32 runs in place; other dtypes convert a row at a time.
+template <typename F>
+void rowwise(DType t, const void* a, const void* b, void* out, size_t n, size_t nb, F f) {
+  if (nb == 0 || n == 0) return;
+  size_t rows = n / nb;
+  if (rows == 1) {  // b as long as a: split the elements, not the (single) row
+    parallelFor(n, kGrain, [&](size_t i0, size_t i1) {
+      float fa[1024], fb[1024];
+      for (size_t i = i0; i < i1; i += 1024) {
+        size_t m = std::min<size_t>(1024, i1 - i);
+        loadAt(t, a, i, fa, m);
+        loadAt(t, b, i, fb, m);
+        for (size_t j = 0; j < m; j++) fa[j] = f(fa[j], fb[j]);
+        storeAt(t, out, i, fa, m);
+      }
+    });
+    return;
+  }
+  if (t == DType::F32) {
+    const float* pa = static_cast<const float*>(a);
+    const float* pb = static_cast<const float*>(b);
+    float* po = static_cast<float*>(out);
+    parallelFor(rows, std::max<size_t>(1, kGrain / nb), [&](size_t r0, size_t r1) {
+      for (size_t r = r0; r < r1; r++)
+        for (size_t c = 0; c < nb; c++) po[r * nb + c] = f(pa[r * nb + c], pb[c]);
+    });
+    return;
+  }
+  std::vector<float> fb(nb);
+  loadToFloat(t, b, fb.data(), nb);
+  parallelFor(rows, std::max<size_t>(1, kGrain / nb), [&](size_t r0, size_t r1) {
+    std::vector<float> row(nb);
+    for (size_t r = r0; r < r1; r++) {
+      loadAt(t, a, r * nb, row.data(), nb);
+      for (size_t c = 0; c < nb; c++) row[c] = f(row[c], fb[c]);
+      storeAt(t, out, r * nb, row.data(), nb);
     }
-    (void)fb;
-    storeAt(t, out, i, fo, m);
   });
 }
 
+void add(DType t, const void* a, const void* b, void* out, size_t n, size_t nb, float alpha) {
+  rowwise(t, a, b, out, n, nb, [alpha](float x, float y) { return x + alpha * y; });
+}
+
 void mul(DType t, const void* a, const void* b, void* out, size_t n, size_t nb) {
-  tiled(t, n, [&](size_t i, size_t m, float* fa, float*, float* fo) {
-    loadAt(t, a, i, fa, m);
-    for (size_t j = 0; j < m; j++) {
-      float bv;
-      loadToFloat(t, static_cast<const char*>(b) + ((i + j) % nb) * dtypeSize(t), &bv, 1);
-      fo[j] = fa[j] * bv;
-    }
-    storeAt(t, out, i, fo, m);
-  });
+  rowwise(t, a, b, out, n, nb, [](float x, float y) { return x * y; });
 }
 
 void scale(DType t, const void* a, void* out, size_t n, float s) {

@@ -213,6 +213,51 @@ describe('adapter management', () => {
   });
 });
 
+describe('training LayerNorms when asked', () => {
+  test('their gradients match central differences of the loss; the backbone stays frozen otherwise', async () => {
+    const model = await loadBackbone(path.join(FIX, 'tiny-bert'), { device: 'cpu' });
+    const ref = SafetensorsFile.open(path.join(FIX, 'tiny-bert', 'reference-double_seq_bn.safetensors'));
+    model.addAdapter('task', 'double_seq_bn');
+    model.addClassificationHead('task', { numLabels: 3 });
+    model.trainAdapter('task', { trainLayerNorms: true });
+    for (const [name, t] of model.namedParameters()) if (ref.has(name)) t.copyFrom(ref.getFloat32(name));
+    const lnNames = [...model.layerNormParameters().keys()];
+    expect(lnNames).toContain('bert.embeddings.LayerNorm.weight');
+    expect(lnNames).toContain('bert.encoder.layer.1.output.LayerNorm.bias');
+    expect([...model.namedParameters().keys()]).toEqual(expect.arrayContaining(lnNames));
+    const labels = Array.from(ref.getInt32('labels'));
+    const lossOf = () => {
+      const r = model.forward(inputsOf(ref), { labels });
+      const v = r.loss!.toArray()[0];
+      r.dispose();
+      return v;
+    };
+    const res = model.forward(inputsOf(ref), { labels });
+    model.backward(res);
+    const grads = model.grads();
+    for (const name of ['bert.embeddings.LayerNorm.weight', 'bert.encoder.layer.0.attention.output.LayerNorm.bias', 'bert.encoder.layer.1.output.LayerNorm.weight']) {
+      const t = model.namedParameters().get(name)!;
+      const g = grads.get(name)!.toArray();
+      const base = t.toArray();
+      for (const i of [0, 17, 40]) {
+        const h = 5e-3;
+        const v = Float32Array.from(base);
+        v[i] = base[i] + h;
+        t.copyFrom(v);
+        const up = lossOf();
+        v[i] = base[i] - h;
+        t.copyFrom(v);
+        const down = lossOf();
+        t.copyFrom(base);
+        const fd = (up - down) / (2 * h);
+        expect(Math.abs(fd - g[i])).toBeLessThan(3e-4 + 3e-2 * Math.abs(g[i]));
+      }
+    }
+    model.trainAdapter('task');
+    expect([...model.namedParameters().keys()].some((k) => k.includes('LayerNorm'))).toBe(false);
+  });
+});
+
 describe('serving several adapters in one batch', () => {
   test('per-row adapters equal running each adapter on its own rows; heads give per-row logits', async () => {
     const model = await loadBackbone(path.join(FIX, 'tiny-bert'), { device: 'cpu' });

@@ -12,6 +12,8 @@ import { Scope } from './scope';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }
+/** Receives a LayerNorm's weight and bias gradients when LayerNorms are trained. */
+export type LnAccumulate = (ln: Norm, dWeight: Tensor, dBias: Tensor) => void;
 
 export function linear(s: Scope, x: Tensor, l: Linear): Tensor {
   const y = s.t(matmul(x, l.weight, { transB: true }));
@@ -89,7 +91,7 @@ export interface SiteAdapter {
  *   otherwise (double_seq_bn):  LN(s·f(h) + h + x)
  */
 export function outputBlock(
-  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null,
+  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null, lnGrad?: LnAccumulate,
 ): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
   const run = (input: Tensor, residual?: Tensor): { out: Tensor; saved: AdapterSaved } => {
     if (ad!.batched) {
@@ -125,8 +127,9 @@ export function outputBlock(
   };
   const lnBack = (dOut: Tensor, a: Tensor, res: Tensor, n: { mean: Tensor; rstd: Tensor }) => {
     const g = layerNormBackward(dOut, a, res, ln.weight, n.mean, n.rstd);
-    g.dWeight.dispose();
-    g.dBias.dispose();
+    s.t(g.dWeight);
+    s.t(g.dBias);
+    lnGrad?.(ln, g.dWeight, g.dBias); // trained LayerNorms only; it copies what it keeps
     return s.t(g.dx);
   };
 
@@ -191,6 +194,7 @@ export interface LayerRun {
   dropout: { attnProbs: Dropout | null; attnOut: Dropout | null; ffnOut: Dropout | null };
   mh: SiteAdapter | null;
   output: SiteAdapter | null;
+  lnGrad?: LnAccumulate;
 }
 
 /**
@@ -203,11 +207,11 @@ export function encoderLayer(
 ): { out: Tensor; back: (dOut: Tensor, needDx?: boolean) => Tensor | null } {
   const att = attention(s, x, w.attn, run.numHeads, run.keyMask, run.dropout.attnProbs);
   const h = maybeDropout(s, linear(s, att.ctx, w.attnOut), run.dropout.attnOut);
-  const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh);
+  const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh, run.lnGrad);
   const u = linear(s, A.out, w.inter);
   const I = s.t(activation(u, run.act));
   const h2 = maybeDropout(s, linear(s, I, w.out), run.dropout.ffnOut);
-  const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output);
+  const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output, run.lnGrad);
   const back = (dOut: Tensor, needDx = true): Tensor | null => {
     const b = B.back(dOut);
     if (!needDx && !run.mh) return null;

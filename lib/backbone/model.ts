@@ -2,11 +2,11 @@
 // forward, backward to the trainable tensors only, and the adapter management calls.
 import { BottleneckAdapter } from '../adapters/bottleneck';
 import type { AdapterWeights } from '../adapters/functional';
-import { embedding, embeddingBackward, layerNorm, dropout as dropoutOp, softmaxCrossEntropy } from '../nn';
+import { embedding, embeddingBackward, layerNorm, layerNormBackward, dropout as dropoutOp, dropoutBackward, softmaxCrossEntropy } from '../nn';
 import { activation, add, cast, stack } from '../ops';
 import { FloatDType, Tensor, tensor } from '../tensor';
 import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from './adapterConfig';
-import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, Norm, SiteAdapter } from './blocks';
+import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, LnAccumulate, Norm, SiteAdapter } from './blocks';
 import type { EncoderConfig, WeightNames } from './config';
 import { ClassificationHead, HeadConfig } from './heads';
 import {
@@ -88,6 +88,7 @@ export class Backbone {
   private activeAdapter: string | null = null;
   private trainedAdapter: string | null = null;
   private activeHead: string | null = null;
+  private trainLayerNorms = false;
   private readonly gradients = new Map<string, Tensor>();
   private step = 0;
   private seedBase: number;
@@ -159,12 +160,26 @@ export class Backbone {
     return e;
   }
 
-  /** Trains `name`: it becomes active and its parameters (with the heads') are the trainable ones. */
-  trainAdapter(name: string): void {
+  /**
+   * Trains `name`: it becomes active and its parameters (with the heads') are the trainable
+   * ones; with trainLayerNorms the backbone's LayerNorm weights and biases train too.
+   */
+  trainAdapter(name: string, opts: { trainLayerNorms?: boolean } = {}): void {
     this.entry(name, 'trainAdapter');
     this.trainedAdapter = name;
     this.activeAdapter = name;
+    this.trainLayerNorms = !!opts.trainLayerNorms;
     this.zeroGrad();
+  }
+
+  /** The backbone's LayerNorm weights and biases, by checkpoint name. */
+  layerNormParameters(): Map<string, Tensor> {
+    return new Map([...this.weights.all].filter(([k]) => /(LayerNorm|layer_norm)\.(weight|bias)$/.test(k)));
+  }
+
+  private lnName(t: Tensor): string {
+    for (const [k, v] of this.weights.all) if (v === t) return k;
+    throw new Error('internal: a LayerNorm tensor without a name');
   }
 
   setActiveAdapter(name: string | null): void {
@@ -248,6 +263,7 @@ export class Backbone {
   namedParameters(): Map<string, Tensor> {
     const m = this.trainedAdapter ? this.adapterParameters(this.trainedAdapter) : new Map<string, Tensor>();
     for (const h of this.heads.values()) for (const [k, t] of h.parameters()) m.set(k, t);
+    if (this.trainLayerNorms) for (const [k, t] of this.layerNormParameters()) m.set(k, t);
     return m;
   }
 
@@ -368,11 +384,16 @@ export class Backbone {
       if (opts.adapters.length !== B) throw new Error(`forward: adapters has ${opts.adapters.length} entries for ${B} sequences`);
       perRow = this.batchedSites(opts.adapters, T, s);
     }
+    const lnGrad: LnAccumulate = (ln, dW, dB) => {
+      this.accumulate(this.lnName(ln.weight), dW);
+      this.accumulate(this.lnName(ln.bias), dB);
+    };
     const runOf = (i: number): LayerRun => ({
       numHeads: cfg.numHeads, eps: cfg.layerNormEps, act: cfg.hiddenAct, keyMask,
       dropout: { attnProbs: drop(cfg.attentionDropout, i + 1, 0), attnOut: drop(cfg.hiddenDropout, i + 1, 1), ffnOut: drop(cfg.hiddenDropout, i + 1, 2) },
       mh: perRow ? perRow(i, 'mh') : this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
       output: perRow ? perRow(i, 'output') : this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
+      lnGrad: this.trainLayerNorms ? lnGrad : undefined,
     });
     const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
@@ -448,12 +469,19 @@ export class Backbone {
         const typed = scattered.dtype === this.dtype ? scattered : s.t(cast(scattered, this.dtype));
         d = s.t(typed.reshape([B, T, H]));
       }
-      // Only the trained adapter needs gradients: stop at the lowest layer that has one of its sites.
-      const lowest = this.lowestTrainedLayer();
+      // Only trained tensors need gradients: stop at the lowest layer holding a site of the
+      // trained adapter — or go all the way to the embeddings' LayerNorm when LayerNorms train.
+      const lowest = this.trainLayerNorms ? 0 : this.lowestTrainedLayer();
       for (let i = cfg.numLayers - 1; i >= lowest; i--) {
-        const dx = backs[i](d, i > lowest);
+        const dx = backs[i](d, i > lowest || this.trainLayerNorms);
         if (!dx) break;
         d = dx;
+      }
+      if (this.trainLayerNorms) {
+        const dLn = de ? s.t(dropoutBackward(d, de.p, de.seed)) : d;
+        const g = layerNormBackward(dLn, e, undefined, emb.ln.weight, eln.mean, eln.rstd);
+        for (const t of [g.dx, g.dWeight, g.dBias]) s.t(t);
+        lnGrad(emb.ln, g.dWeight, g.dBias);
       }
     };
     return res;

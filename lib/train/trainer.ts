@@ -47,6 +47,7 @@ export interface TrainOptions {
   logFile?: string; // JSONL
   progress?: boolean; // default: when stderr is a TTY
   checkpointing?: boolean; // gradient checkpointing
+  trainLayerNorms?: boolean; // also train the backbone's LayerNorm weights and biases
   /** Stop after this many optimizer steps in this call (to test resume); default: run to the end. */
   stopAfter?: number;
   onLog?: (entry: Record<string, unknown>) => void;
@@ -114,7 +115,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (!model.head(headName)) model.addClassificationHead(headName, { numLabels: labels.size }, { seed: seed + 17 });
   else if (model.head(headName)!.numLabels !== labels.size)
     throw new Error(`train: head '${headName}' has ${model.head(headName)!.numLabels} labels, the data has ${labels.size}`);
-  model.trainAdapter(o.adapter);
+  model.trainAdapter(o.adapter, { trainLayerNorms: o.trainLayerNorms });
   model.setActiveHead(headName);
   const params = model.namedParameters();
   const batchSize = o.batchSize ?? 16;

@@ -325,6 +325,25 @@ describe('other encoders and checkpoint layouts', () => {
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 
+  test('a sharded checkpoint (model.safetensors.index.json) loads the same model', async () => {
+    const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-shard-'));
+    const src = SafetensorsFile.open(path.join(FIX, 'tiny-bert', 'model.safetensors'));
+    const names = src.names().filter((n) => !n.endsWith('position_ids'));
+    const shards: Record<string, { dtype: 'F32'; shape: number[]; data: Float32Array }>[] = [{}, {}];
+    const weightMap: Record<string, string> = {};
+    names.forEach((n, i) => {
+      shards[i % 2][n] = { dtype: 'F32', shape: src.info(n).shape, data: src.getFloat32(n) };
+      weightMap[n] = `model-0000${(i % 2) + 1}-of-00002.safetensors`;
+    });
+    shards.forEach((sh, i) => writeSafetensors(path.join(tmp, `model-0000${i + 1}-of-00002.safetensors`), sh));
+    fs.writeFileSync(path.join(tmp, 'model.safetensors.index.json'), JSON.stringify({ metadata: { total_size: 0 }, weight_map: weightMap }));
+    fs.copyFileSync(path.join(FIX, 'tiny-bert', 'config.json'), path.join(tmp, 'config.json'));
+    const ref = SafetensorsFile.open(path.join(FIX, 'tiny-bert', 'reference-none.safetensors'));
+    const model = await loadBackbone(tmp, { device: 'cpu' });
+    near(model.forward(inputsOf(ref)).lastHiddenState.toArray(), ref.getFloat32('last_hidden_state'), 'sharded');
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
   test('loader errors: missing tensor, unknown model_type, bad JSON, pickle only, shape mismatch', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-bb-'));
     const missing = rewrite(path.join(tmp, 'missing'), (n) => n, (n) => n.includes('layer.1.output.dense.weight'));

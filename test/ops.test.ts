@@ -1,4 +1,4 @@
-import { activation, activationGrad, add, cast, colSum, fill, matmul, mul, randn, rowSum, scale, sub, tensor, zeros } from '../lib';
+import { activation, activationGrad, add, cast, colSum, fill, stack, matmul, mul, randn, rowSum, scale, sub, tensor, zeros } from '../lib';
 import { act } from './adapterRef';
 import { expectClose, refMatmul, rng, roundBf16 } from './helpers';
 
@@ -113,6 +113,12 @@ describe('elementwise, sums, casts', () => {
     expect(() => activationGrad(x, randn([7]), 'relu')).toThrow(/activationGrad: argument 'dy' has shape \[7\], 'x' has \[6, 7\]/);
   });
 
+  test('stack', () => {
+    const t = stack([tensor([1, 2, 3], [3]), tensor([4, 5, 6], [3], {}), tensor([7, 8, 9], [3])]);
+    expect(t.shape).toEqual([3, 3]);
+    expect(Array.from(t.toArray())).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
   test('cast and fill', () => {
     const a = tensor(A, [6, 7]);
     const h = cast(a, 'float16');
@@ -155,6 +161,11 @@ describe('bad inputs throw errors naming the op and argument; nothing crashes', 
     ['fill disposed', () => fill(dead, 1), /fill: argument 't' is a disposed tensor/],
     ['randn negative seed', () => randn([2], { seed: -1 }), /randomFill: argument 'seed' must be a non-negative integer/],
     ['randn bad device', () => randn([2], { device: 'cuda:7' }), /empty: device 'cuda:7'/],
+    ['stack empty', () => stack([]), /stack: argument 'tensors' must be a non-empty array of tensors/],
+    ['stack shapes', () => stack([randn([2]), randn([3])]), /stack: argument 'tensors\[1\]' has shape \[3\], 'tensors\[0\]' has \[2\]/],
+    ['stack dtypes', () => stack([randn([2]), randn([2], { dtype: 'float16' })]), /stack: argument 'tensors\[1\]' is float16 but 'tensors\[0\]' is float32/],
+    ['stack not tensors', () => stack([randn([2]), [1, 2] as never]), /stack: argument 'tensors\[1\]' must be a Tensor/],
+    ['stack disposed', () => stack([dead]), /stack: argument 'tensors\[0\]' is a disposed tensor/],
   ];
   for (const [name, f, re] of cases) test(name, () => expect(f).toThrow(re));
 });

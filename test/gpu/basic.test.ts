@@ -86,6 +86,12 @@ describeGpu('CUDA basic ops match the CPU', () => {
     });
   }
 
+  test('stack on CUDA equals stack on the CPU', () => {
+    const parts = [0, 1, 2].map((i) => randn([37, 5], { seed: seed() + i, dtype: 'bfloat16' }));
+    poisonNext([3, 37, 5], 'bfloat16', dev);
+    expect(Array.from(stack(parts.map((p) => p.to(dev))).toArray())).toEqual(Array.from(stack(parts).toArray()));
+  });
+
   test('casts between every float dtype', () => {
     const [x, xd] = both([1000, 33], 'float32');
     for (const to of ['bfloat16', 'float16', 'float32'] as const) {

@@ -577,6 +577,101 @@ __global__ void __launch_bounds__(256) fusedBackwardWmma(BwdParams<T> p) {
   }
 }
 
+template <typename T>
+size_t simtBackwardSmem(int r) {
+  return (kSimtRows * kSimtChunk + kSimtChunk * (r + 1) + kSimtRows * r) * sizeof(float);
+}
+
+// The backward's per-row chain for any dtype and shape with r <= 256 (fp32 math; the fused
+// backward for fp32 and for shapes the tensor-core kernel does not take), 16-row tiles:
+// dh = s·dOut·up, dh_pre = dh ⊙ act'(h_pre), dx = dh_pre·down (+ dOut). Same outputs as
+// fusedBackwardWmma, so the host's weight-gradient GEMMs are shared.
+template <typename T>
+__global__ void __launch_bounds__(256) fusedBackwardSimt(BwdParams<T> p) {
+  extern __shared__ __align__(128) unsigned char smem[];
+  const int d = p.d, r = p.r;
+  float* gs = reinterpret_cast<float*>(smem);   // [16][32] dOut chunk
+  float* us = gs + kSimtRows * kSimtChunk;        // [32][r+1] up rows of the chunk
+  float* hs = us + kSimtChunk * (r + 1);          // [16][r] dh_pre
+  __shared__ int rows[kSimtRows];
+  if (threadIdx.x < kSimtRows) {
+    int row = blockIdx.x * kSimtRows + threadIdx.x;
+    rows[threadIdx.x] = row < p.N ? row : -1;
+  }
+  __syncthreads();
+
+  constexpr int kPer = kSimtRows * kMaxFusedR / 256;  // outputs (row, j) per thread
+  float acc[kPer];
+#pragma unroll
+  for (int q = 0; q < kPer; q++) acc[q] = 0.0f;
+  for (int k0 = 0; k0 < d; k0 += kSimtChunk) {
+    int width = min(kSimtChunk, d - k0);
+    for (int i = threadIdx.x; i < kSimtRows * kSimtChunk; i += blockDim.x) {
+      int rr = i / kSimtChunk, cc = i % kSimtChunk;
+      int row = rows[rr];
+      gs[i] = (row >= 0 && cc < width) ? toF(p.dOut[size_t(row) * d + k0 + cc]) : 0.0f;
+    }
+    for (int i = threadIdx.x; i < kSimtChunk * r; i += blockDim.x) {
+      int kk = i / r, j = i % r;
+      us[kk * (r + 1) + j] = kk < width ? toF(p.upW[size_t(k0 + kk) * r + j]) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < kPer; q++) {
+      int o = threadIdx.x + q * 256;
+      if (o < kSimtRows * r) {
+        int rr = o / r, j = o % r;
+        float s = acc[q];
+        for (int kk = 0; kk < width; kk++) s += gs[rr * kSimtChunk + kk] * us[kk * (r + 1) + j];
+        acc[q] = s;
+      }
+    }
+    __syncthreads();
+  }
+  const int augLd = r + 16;
+#pragma unroll
+  for (int q = 0; q < kPer; q++) {
+    int o = threadIdx.x + q * 256;
+    if (o < kSimtRows * r) {
+      int rr = o / r, j = o % r;
+      int row = rows[rr];
+      float pre = row >= 0 ? p.hPre[size_t(row) * r + j] : 0.0f;
+      float g = p.scale * acc[q] * actGrad(p.act, pre);
+      hs[o] = g;
+      if (row >= 0) {
+        p.dHpreT[size_t(row) * r + j] = fromF<T>(g);
+        p.dHpreF[size_t(row) * r + j] = g;
+        p.hAug[size_t(row) * augLd + j] = fromF<T>(actForward(p.act, pre));
+      }
+    }
+  }
+  // the [1 | 0…] columns of hAug
+  for (int i = threadIdx.x; i < kSimtRows * 16; i += blockDim.x) {
+    int rr = i / 16, c = r + i % 16;
+    if (rows[rr] >= 0) p.hAug[size_t(rows[rr]) * augLd + c] = fromF<T>(c == r ? 1.0f : 0.0f);
+  }
+  __syncthreads();
+  for (int c = threadIdx.x; c < d; c += blockDim.x) {
+    float z[kSimtRows];
+#pragma unroll
+    for (int rr = 0; rr < kSimtRows; rr++) z[rr] = 0.0f;
+    for (int k = 0; k < r; k++) {
+      float w = toF(p.downW[size_t(k) * d + c]);
+#pragma unroll
+      for (int rr = 0; rr < kSimtRows; rr++) z[rr] += hs[rr * r + k] * w;
+    }
+#pragma unroll
+    for (int rr = 0; rr < kSimtRows; rr++) {
+      int row = rows[rr];
+      if (row < 0) continue;
+      size_t i = size_t(row) * d + c;
+      float v = z[rr];
+      if (p.addDOut) v += toF(p.dOut[i]);
+      p.dx[i] = fromF<T>(v);
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------
 // Host side
 // ---------------------------------------------------------------------------------
@@ -602,7 +697,12 @@ bool wmmaFits(const AdapterArgs& a, int dev) {
 
 bool fusedForwardFits(const AdapterArgs& a) { return a.r <= kMaxFusedR; }
 
-bool fusedBackwardFits(const AdapterArgs& a, int dev) { return wmmaFits(a, dev) && !a.scaleT && a.dropout <= 0.0f; }
+// The fused backward: fixed scaling and no dropout (then the weight-gradient GEMMs can read
+// dOut itself); tensor cores where they fit, else the SIMT kernel (r <= 256).
+bool fusedBackwardFits(const AdapterArgs& a, int dev) {
+  (void)dev;
+  return !a.scaleT && a.dropout <= 0.0f && a.r <= kMaxFusedR && a.dtype != DType::I32;
+}
 
 template <typename T>
 FwdParams<T> fwdParams(const AdapterArgs& a, void* out, float* hPre) {
@@ -730,17 +830,29 @@ void backwardFused(int dev, const AdapterArgs& a, const void* dOut, const float*
   int augLd = a.r + 16;
   Scratch dHpreT(dev, nr * es), dHpreF(dev, nr * 4), hAug(dev, size_t(a.N) * augLd * es),
       upAug(dev, size_t(a.d) * augLd * 4);
-  int tiles = (a.N + kWmmaRows - 1) / kWmmaRows;
+  const bool tensorCores = wmmaFits(a, dev);
+  const int tileRows = tensorCores ? kWmmaRows : kSimtRows;
+  int tiles = (a.N + tileRows - 1) / tileRows;
   dispatchFloat(a.dtype, [&](auto tag) {
     using T = decltype(tag);
-    if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
+    if constexpr (!std::is_same<T, int>::value) {
       BwdParams<T> p{static_cast<const T*>(dOut), hPre, static_cast<const T*>(a.upW), static_cast<const T*>(a.downW),
                      a.scale, static_cast<T*>(g.dx), dHpreT.as<T>(), dHpreF.as<float>(), hAug.as<T>(), a.N, a.d, a.r,
                      a.act, g.addDOutToDx};
-      size_t sm = WmmaSmem<T>(a.r, true).total();
-      check(cudaFuncSetAttribute(fusedBackwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
+      if (!tiles) return;
+      if constexpr (std::is_same<T, __nv_bfloat16>::value || std::is_same<T, __half>::value) {
+        if (tensorCores) {
+          size_t sm = WmmaSmem<T>(a.r, true).total();
+          check(cudaFuncSetAttribute(fusedBackwardWmma<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
+                "cudaFuncSetAttribute");
+          fusedBackwardWmma<T><<<tiles, kWmmaWarps * 32, sm, S(dev)>>>(p);
+          return;
+        }
+      }
+      size_t sm = simtBackwardSmem<T>(a.r);
+      check(cudaFuncSetAttribute(fusedBackwardSimt<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(sm)), op,
             "cudaFuncSetAttribute");
-      if (tiles) fusedBackwardWmma<T><<<tiles, kWmmaWarps * 32, sm, S(dev)>>>(p);
+      fusedBackwardSimt<T><<<tiles, 256, sm, S(dev)>>>(p);
     }
   });
   checkLaunch(op);
@@ -781,15 +893,14 @@ std::string adapterForward(int dev, const AdapterArgs& a, void* out, float* hPre
 std::string adapterBackward(int dev, const AdapterArgs& a, const void* dOut, const float* hPre,
                             const AdapterGrads& g, const std::string& path) {
   DeviceGuard guard(dev, "adapterBackward");
-  bool fused = path == "fused" || (path == "auto" && fusedBackwardFits(a, dev));
+  // auto takes the fused backward where tensor cores run it; 'fused' also takes the SIMT kernel.
+  bool fused = path == "fused" || (path == "auto" && fusedBackwardFits(a, dev) && wmmaFits(a, dev));
   if (path == "fused" && !fusedBackwardFits(a, dev))
-    throw std::runtime_error(fitError(a,
-        "adapterBackward: the fused path needs bf16/fp16, d and r multiples of 16, r <= 256 (r <= 144 on GPUs "
-        "with 99 KB of shared memory per block), fixed scaling, no dropout"));
+    throw std::runtime_error(fitError(a, "adapterBackward: the fused path needs r <= 256, fixed scaling, no dropout"));
   // N = 0 runs through: the GEMMs over K = N write zeros and the column sums give 0, as on the CPU.
   if (fused) backwardFused(dev, a, dOut, hPre, g);
   else backwardCublas(dev, a, dOut, hPre, g);
-  return fused ? "fused" : "cublas";
+  return fused ? (wmmaFits(a, dev) ? "fused" : "fused-simt") : "cublas";
 }
 
 std::string adapterForwardBatched(int dev, const BatchedArgs& b, void* out, const std::string& path) {

@@ -47,7 +47,7 @@ export interface AdapterGradients {
   dUpWeight: Tensor; // fp32, [d, r]
   dUpBias: Tensor; // fp32, [d]
   dScaling?: Tensor; // fp32, like weights.scaling, when scaling is a tensor
-  /** The path the backward ran on ('cpu', 'fused' or 'cublas'). */
+  /** The path the backward ran on ('cpu', 'fused', 'fused-simt' or 'cublas'). */
   path: string;
 }
 

@@ -356,6 +356,17 @@ __global__ void __launch_bounds__(256) fusedForwardWmma(FwdParams<T> p) {
 constexpr int kSimtRows = 16;
 constexpr int kSimtChunk = 32;
 
+// SIMT kernels: stages columns [k0, k0+width) of the tile's 16 rows of a row-major [*, d]
+// matrix into shared memory as fp32 [16][kSimtChunk], zero-filling missing rows and columns.
+template <typename T>
+__device__ __forceinline__ void stageRowsF32(float* dst, const T* src, int d, const int* rows, int k0, int width) {
+  for (int i = threadIdx.x; i < kSimtRows * kSimtChunk; i += blockDim.x) {
+    int rr = i / kSimtChunk, cc = i % kSimtChunk;
+    int row = rows[rr];
+    dst[i] = (row >= 0 && cc < width) ? toF(src[size_t(row) * d + k0 + cc]) : 0.0f;
+  }
+}
+
 template <typename T>
 size_t simtForwardSmem(int r) {
   return (kSimtRows * kSimtChunk + r * (kSimtChunk + 1) + kSimtRows * r) * sizeof(float);
@@ -389,11 +400,7 @@ __global__ void __launch_bounds__(256) fusedForwardSimt(FwdParams<T> p) {
   for (int q = 0; q < kPer; q++) acc[q] = 0.0f;
   for (int k0 = 0; k0 < d; k0 += kSimtChunk) {
     int width = min(kSimtChunk, d - k0);
-    for (int i = threadIdx.x; i < kSimtRows * kSimtChunk; i += blockDim.x) {
-      int rr = i / kSimtChunk, cc = i % kSimtChunk;
-      int row = rows[rr];
-      xs[i] = (row >= 0 && cc < width) ? toF(p.x[size_t(row) * d + k0 + cc]) : 0.0f;
-    }
+    stageRowsF32(xs, p.x, d, rows, k0, width);
     for (int i = threadIdx.x; i < r * kSimtChunk; i += blockDim.x) {
       int j = i / kSimtChunk, cc = i % kSimtChunk;
       ds[j * (kSimtChunk + 1) + cc] = cc < width ? toF(downW[size_t(j) * d + k0 + cc]) : 0.0f;
@@ -606,11 +613,7 @@ __global__ void __launch_bounds__(256) fusedBackwardSimt(BwdParams<T> p) {
   for (int q = 0; q < kPer; q++) acc[q] = 0.0f;
   for (int k0 = 0; k0 < d; k0 += kSimtChunk) {
     int width = min(kSimtChunk, d - k0);
-    for (int i = threadIdx.x; i < kSimtRows * kSimtChunk; i += blockDim.x) {
-      int rr = i / kSimtChunk, cc = i % kSimtChunk;
-      int row = rows[rr];
-      gs[i] = (row >= 0 && cc < width) ? toF(p.dOut[size_t(row) * d + k0 + cc]) : 0.0f;
-    }
+    stageRowsF32(gs, p.dOut, d, rows, k0, width);
     for (int i = threadIdx.x; i < kSimtChunk * r; i += blockDim.x) {
       int kk = i / r, j = i % r;
       us[kk * (r + 1) + j] = kk < width ? toF(p.upW[size_t(k0 + kk) * r + j]) : 0.0f;

@@ -485,16 +485,22 @@ function labelsOf(raw: unknown, numLabels: number, where: string): string[] | un
   return out;
 }
 
+/** The config JSON of a saved adapter or head, its weights file and its saved name. */
+function openSaved(dir: string, cfgName: string, weightsName: string, pickleName: string, kind: 'adapter' | 'head', where: string) {
+  checkDir(dir, where);
+  const cfgFile = path.join(dir, cfgName);
+  if (!fs.existsSync(cfgFile)) throw new Error(`${where}: ${dir} has no ${cfgName}`);
+  const json = readJson(cfgFile, where);
+  const file = weightsFile(dir, weightsName, pickleName, kind, where);
+  const saved = json.name;
+  if (typeof saved !== 'string' || !saved) throw new Error(`${where}: ${cfgFile} has no "name"`);
+  return { cfgFile, json, file, saved };
+}
+
 /** Reads head_config.json + model_head.safetensors of `dir` and adds the head to `model`. */
 export function loadHead(model: Backbone, dir: string, opts: LoadHeadOptions = {}): LoadedHead {
   const where = 'loadHead';
-  checkDir(dir, where);
-  const cfgFile = path.join(dir, ADAPTER_FILES.headConfig);
-  if (!fs.existsSync(cfgFile)) throw new Error(`${where}: ${dir} has no ${ADAPTER_FILES.headConfig}`);
-  const json = readJson(cfgFile, where);
-  const file = weightsFile(dir, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights, 'head', where);
-  const saved = json.name;
-  if (typeof saved !== 'string' || !saved) throw new Error(`${where}: ${cfgFile} has no "name"`);
+  const { cfgFile, json, file, saved } = openSaved(dir, ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights, 'head', where);
   const name = opts.loadAs ?? saved;
   const what = `head '${saved}'`;
   checkIdentity(model, what, { modelType: optStr(json.model_type), hidden: optNum(json.hidden_size) });
@@ -538,13 +544,7 @@ const LAYER_INDEX = /\.layer\.(\d+)\./;
  */
 export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptions = {}): LoadedAdapter {
   const where = 'loadAdapter';
-  checkDir(dir, where);
-  const cfgFile = path.join(dir, ADAPTER_FILES.config);
-  if (!fs.existsSync(cfgFile)) throw new Error(`${where}: ${dir} has no ${ADAPTER_FILES.config}`);
-  const json = readJson(cfgFile, where);
-  const file = weightsFile(dir, ADAPTER_FILES.weights, ADAPTER_FILES.pickleWeights, 'adapter', where);
-  const saved = json.name;
-  if (typeof saved !== 'string' || !saved) throw new Error(`${where}: ${cfgFile} has no "name"`);
+  const { cfgFile, json, file, saved } = openSaved(dir, ADAPTER_FILES.config, ADAPTER_FILES.weights, ADAPTER_FILES.pickleWeights, 'adapter', where);
   const name = opts.loadAs ?? saved;
   const what = `adapter '${saved}'`;
   const strict = opts.strict ?? true;

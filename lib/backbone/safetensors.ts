@@ -435,20 +435,33 @@ function toFloat32(label: string, t: Entry, raw: Buffer): Float32Array {
       for (let i = 0; i < n; i++) out[i] = dv.getInt32(4 * i, true);
       return out;
     case 'I16':
-      for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true);
-      return out;
     case 'I8':
-      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
-      return out;
     case 'U8':
-      for (let i = 0; i < n; i++) out[i] = raw[i];
-      return out;
     case 'BOOL':
-      checkBool(label, t, raw);
-      for (let i = 0; i < n; i++) out[i] = raw[i];
+      readSmallInts(label, t, raw, out);
       return out;
     default:
       throw new SafetensorsError(label, `tensor ${quote(t.name)}: dtype ${t.dtype} is known but not supported for conversion to float32 (use getRaw)`);
+  }
+}
+
+/** I16, I8, U8 and BOOL values into out (shared by the float32 and int32 readers). */
+function readSmallInts(label: string, t: Entry, raw: Buffer, out: Float32Array | Int32Array): void {
+  const dv = view(raw);
+  const n = t.numel;
+  switch (t.dtype) {
+    case 'I16':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true);
+      return;
+    case 'I8':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
+      return;
+    case 'BOOL':
+      checkBool(label, t, raw);
+      for (let i = 0; i < n; i++) out[i] = raw[i];
+      return;
+    default: // U8
+      for (let i = 0; i < n; i++) out[i] = raw[i];
   }
 }
 
@@ -479,17 +492,10 @@ function toInt32(label: string, t: Entry, raw: Buffer): Int32Array {
       else for (let i = 0; i < n; i++) out[i] = dv.getInt32(4 * i, true);
       return out;
     case 'I16':
-      for (let i = 0; i < n; i++) out[i] = dv.getInt16(2 * i, true);
-      return out;
     case 'I8':
-      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
-      return out;
     case 'U8':
-      for (let i = 0; i < n; i++) out[i] = raw[i];
-      return out;
     case 'BOOL':
-      checkBool(label, t, raw);
-      for (let i = 0; i < n; i++) out[i] = raw[i];
+      readSmallInts(label, t, raw, out);
       return out;
     default:
       throw new SafetensorsError(label,

@@ -3,8 +3,17 @@
 #include <map>
 #include <mutex>
 
+#include <type_traits>
+
 #include "common.cuh"
 #include "cublas.h"
+
+#ifdef FA_HAVE_CUBLAS_HEADERS
+// Declarations only (nothing is linked): used below to check the hand-written prototypes.
+#include <cublas_v2.h>
+#else
+struct cublasContext;  // at global scope, as cublas_api.h declares it
+#endif
 
 namespace fa {
 namespace cuda {
@@ -12,23 +21,67 @@ namespace cuda {
 namespace {
 
 // The few cuBLAS declarations used, with the values from cublas_api.h / library_types.h.
-typedef struct cublasContext* cublasHandle_t;
-typedef int cublasStatus_t;              // CUBLAS_STATUS_SUCCESS == 0
+typedef ::cublasContext* Handle;   // cublasHandle_t
+typedef int Status;                 // cublasStatus_t: CUBLAS_STATUS_SUCCESS == 0
 enum { kOpN = 0, kOpT = 1 };            // cublasOperation_t
 enum { kR32F = 0, kR16F = 2, kR16BF = 14 };  // cudaDataType
 enum { kCompute32F = 68 };               // cublasComputeType_t
 enum { kGemmDefault = -1 };              // cublasGemmAlgo_t
 
-typedef cublasStatus_t (*CreateFn)(cublasHandle_t*);
-typedef cublasStatus_t (*SetStreamFn)(cublasHandle_t, cudaStream_t);
-typedef cublasStatus_t (*SetMathModeFn)(cublasHandle_t, int);
+typedef Status (*CreateFn)(Handle*);
+typedef Status (*SetStreamFn)(Handle, cudaStream_t);
+typedef Status (*SetMathModeFn)(Handle, int);
 // cublasMath_t: default math, but partial sums of split-K reductions stay fp32 even when C is
 // bf16/fp16 (DESIGN: accumulation is fp32).
 enum { kMathDisallowReducedPrecisionReduction = 16 };
-typedef cublasStatus_t (*GetVersionFn)(cublasHandle_t, int*);
-typedef cublasStatus_t (*GemmStridedBatchedExFn)(cublasHandle_t, int, int, int, int, int, const void*, const void*,
+typedef Status (*GetVersionFn)(Handle, int*);
+typedef Status (*GemmStridedBatchedExFn)(Handle, int, int, int, int, int, const void*, const void*,
                                                  int, int, long long, const void*, int, int, long long, const void*,
                                                  void*, int, int, long long, int, int, int);
+
+#ifdef FA_HAVE_CUBLAS_HEADERS
+// The loader's types must be NVIDIA's up to enums passed as their underlying int: each real
+// entry point converts to its expected prototype (so the header has it), and that prototype
+// with enums replaced by int is exactly the one dlsym's result is cast to.
+template <typename T, bool = std::is_enum<T>::value> struct AsAbi { using type = T; };
+template <typename T> struct AsAbi<T, true> { using type = int; };
+template <typename F> struct AbiOf;
+template <typename R, typename... A> struct AbiOf<R (*)(A...)> {
+  using type = typename AsAbi<R>::type (*)(typename AsAbi<A>::type...);
+};
+template <typename Real, typename Ours> constexpr bool sameAbi() {
+  return std::is_same<typename AbiOf<Real>::type, Ours>::value;
+}
+using RealCreate = ::cublasStatus_t (*)(::cublasHandle_t*);
+using RealSetStream = ::cublasStatus_t (*)(::cublasHandle_t, cudaStream_t);
+using RealSetMathMode = ::cublasStatus_t (*)(::cublasHandle_t, ::cublasMath_t);
+using RealGetVersion = ::cublasStatus_t (*)(::cublasHandle_t, int*);
+using RealGemmStridedBatchedEx = ::cublasStatus_t (*)(
+    ::cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*, cudaDataType, int,
+    long long, const void*, cudaDataType, int, long long, const void*, void*, cudaDataType, int, long long, int,
+    cublasComputeType_t, cublasGemmAlgo_t);
+[[maybe_unused]] constexpr RealCreate kRealCreate = &::cublasCreate_v2;
+[[maybe_unused]] constexpr RealSetStream kRealSetStream = &::cublasSetStream_v2;
+[[maybe_unused]] constexpr RealSetMathMode kRealSetMathMode = &::cublasSetMathMode;
+[[maybe_unused]] constexpr RealGetVersion kRealGetVersion = &::cublasGetVersion_v2;
+[[maybe_unused]] constexpr RealGemmStridedBatchedEx kRealGemm = &::cublasGemmStridedBatchedEx;
+static_assert(sameAbi<RealCreate, CreateFn>(), "cublasCreate_v2 prototype");
+static_assert(sameAbi<RealSetStream, SetStreamFn>(), "cublasSetStream_v2 prototype");
+static_assert(sameAbi<RealSetMathMode, SetMathModeFn>(), "cublasSetMathMode prototype");
+static_assert(sameAbi<RealGetVersion, GetVersionFn>(), "cublasGetVersion_v2 prototype");
+static_assert(sameAbi<RealGemmStridedBatchedEx, GemmStridedBatchedExFn>(), "cublasGemmStridedBatchedEx prototype");
+static_assert(sizeof(::cublasStatus_t) == sizeof(int) && int(CUBLAS_STATUS_SUCCESS) == 0, "cublasStatus_t");
+static_assert(int(CUBLAS_OP_N) == kOpN && int(CUBLAS_OP_T) == kOpT, "cublasOperation_t values");
+static_assert(int(CUDA_R_32F) == kR32F && int(CUDA_R_16F) == kR16F && int(CUDA_R_16BF) == kR16BF, "cudaDataType values");
+static_assert(int(CUBLAS_COMPUTE_32F) == kCompute32F && int(CUBLAS_GEMM_DEFAULT) == kGemmDefault, "compute and algo values");
+static_assert(int(CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION) == kMathDisallowReducedPrecisionReduction,
+              "cublasMath_t value");
+static_assert(int(CUBLAS_STATUS_NOT_INITIALIZED) == 1 && int(CUBLAS_STATUS_ALLOC_FAILED) == 3 &&
+                  int(CUBLAS_STATUS_INVALID_VALUE) == 7 && int(CUBLAS_STATUS_ARCH_MISMATCH) == 8 &&
+                  int(CUBLAS_STATUS_MAPPING_ERROR) == 11 && int(CUBLAS_STATUS_EXECUTION_FAILED) == 13 &&
+                  int(CUBLAS_STATUS_INTERNAL_ERROR) == 14 && int(CUBLAS_STATUS_NOT_SUPPORTED) == 15,
+              "cublasStatus_t values named in errors");
+#endif
 
 struct Lib {
   bool tried = false, ok = false;
@@ -42,7 +95,7 @@ struct Lib {
 
 std::mutex gMutex;
 Lib gLib;
-std::map<int, cublasHandle_t> gHandles;
+std::map<int, Handle> gHandles;
 
 void* openFirst(const char* const* names, std::string* which, std::string* errors) {
   for (const char* const* n = names; *n; n++) {
@@ -54,7 +107,7 @@ void* openFirst(const char* const* names, std::string* which, std::string* error
   return nullptr;
 }
 
-const char* statusName(cublasStatus_t s) {
+const char* statusName(Status s) {
   switch (s) {
     case 1: return "CUBLAS_STATUS_NOT_INITIALIZED";
     case 3: return "CUBLAS_STATUS_ALLOC_FAILED";
@@ -68,11 +121,11 @@ const char* statusName(cublasStatus_t s) {
   }
 }
 
-cublasHandle_t handleFor(int dev, const char* op) {
+Handle handleFor(int dev, const char* op) {
   auto it = gHandles.find(dev);
   if (it != gHandles.end()) return it->second;
-  cublasHandle_t h = nullptr;
-  cublasStatus_t s = gLib.create(&h);
+  Handle h = nullptr;
+  Status s = gLib.create(&h);
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasCreate failed: " + statusName(s));
   s = gLib.setStream(h, static_cast<cudaStream_t>(stream(dev)));
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasSetStream failed: " + statusName(s));
@@ -163,10 +216,10 @@ void gemmEx(int dev, DType abType, DType cType, bool transA, bool transB, int M,
     return;
   }
   std::lock_guard<std::mutex> lock(gMutex);
-  cublasHandle_t h = handleFor(dev, op);
+  Handle h = handleFor(dev, op);
   // cuBLAS is column-major: a row-major C (M x N) is a column-major C^T (N x M),
   // so compute C^T = op(B)^T * op(A)^T by swapping the operands.
-  cublasStatus_t s = gLib.gemmStridedBatchedEx(h, transB ? kOpT : kOpN, transA ? kOpT : kOpN, N, M, K, &alpha,
+  Status s = gLib.gemmStridedBatchedEx(h, transB ? kOpT : kOpN, transA ? kOpT : kOpN, N, M, K, &alpha,
                                                B, type, ldb, strideB, A, type, lda, strideA, &beta, C, ctype, ldc,
                                                strideC, batch, kCompute32F, kGemmDefault);
   if (s != 0) throw std::runtime_error(std::string(op) + ": cublasGemmStridedBatchedEx failed: " + statusName(s));

@@ -33,11 +33,12 @@ export const ADAPTER_FILES = {
 
 /**
  * The `version` written into the JSON files. AdapterHub writes "adapters." + its own __version__; we write
- * the release whose BnConfig field set (incl. init_weights_seed and stochastic_depth) these files carry.
+ * the release whose BnConfig field set (incl. init_weights_seed and stochastic_depth) these files carry,
+ * checked against that release by test/reference/adapterhub.test.ts.
  * A version >= 1.1.0 with the "adapters." prefix also keeps AdapterHub's loader from applying its fix-ups
  * for files from older releases (its LoRA alpha rewrite, the activation renames of unversioned files).
  */
-export const ADAPTERHUB_VERSION = 'adapters.1.2.0';
+export const ADAPTERHUB_VERSION = 'adapters.1.3.0';
 
 export interface SaveAdapterOptions {
   /** Also save the head named like the adapter (default: when such a head exists). */
@@ -143,10 +144,13 @@ function modelClass(model: Backbone): string {
   return MODEL_CLASS[model.config.modelType] ?? `${model.config.modelType}AdapterModel`;
 }
 
-/** BnConfig.to_dict() of AdapterHub 1.2 for our config: every field, the unsupported ones at their defaults. */
+/**
+ * BnConfig.to_dict() of AdapterHub 1.3 for our config: every field, the unsupported ones at their defaults.
+ * No `architecture` key: AdapterHub's bottleneck configs have architecture None, which to_dict() leaves out,
+ * and its loader picks the config class by that key (KeyError for 'bottleneck').
+ */
 function adapterConfigDict(c: BnConfig): Record<string, unknown> {
   return {
-    architecture: 'bottleneck', // not a BnConfig field in AdapterHub; it keeps such extra keys as attributes
     mh_adapter: c.mh_adapter,
     output_adapter: c.output_adapter,
     reduction_factor: c.reduction_factor,

@@ -173,11 +173,14 @@ export function makeProgram(): Command {
     });
 
   program.command('demo')
-    .description('train one adapter per task on a small built-in backbone and route queries (no network)')
+    .description('train one adapter per task on all-MiniLM-L6-v2 (from the Hugging Face cache, else downloaded; else a built-in random-weight model) and route queries')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--model <dir|id>', 'the backbone: a model directory or a hub id (default sentence-transformers/all-MiniLM-L6-v2)')
+    .option('--random', 'use the built-in random-weight backbone only')
+    .option('--no-compare', 'with a pre-trained backbone, skip the comparison run on the random one')
     .option('--out <dir>', 'where to write the demo backbone and adapters')
     .action(async (o) => {
-      await runDemo({ device: o.device, outDir: o.out });
+      await runDemo({ device: o.device, outDir: o.out, model: o.random ? false : o.model, compareRandom: o.compare });
     });
 
   program.command('bench')

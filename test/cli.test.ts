@@ -65,7 +65,7 @@ describe('demo', () => {
   test('trains one adapter per task, routes queries, and reports sizes (reduced setting)', async () => {
     const lines: string[] = [];
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-demo-'));
-    const r = await runDemo({ device: 'cpu', outDir: dir, perIntent: 12, epochs: 2, log: (l) => lines.push(l) });
+    const r = await runDemo({ device: 'cpu', outDir: dir, model: false, perIntent: 12, epochs: 2, log: (l) => lines.push(l) });
     expect(r.tasks.map((t) => t.name)).toEqual(['order_status', 'tech_support', 'billing']);
     expect(r.routed).toHaveLength(6);
     for (const q of r.routed) expect(['order_status', 'tech_support', 'billing']).toContain(q.routedTask);

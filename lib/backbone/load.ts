@@ -10,8 +10,16 @@ import { LayerWeights, Linear, Norm } from './blocks';
 import { EncoderConfig, parseConfig, weightNames } from './config';
 import { Backbone, BackboneWeights } from './model';
 import { openCheckpoint } from './safetensors';
+import { HubOptions, resolveModelDir } from '../io/hub';
 
-export interface LoadOptions {
+/** The files a backbone needs from a hub repo (the tokenizer's come along when present). */
+export const BACKBONE_FILES = {
+  required: ['config.json'],
+  oneOf: [['model.safetensors', 'model.safetensors.index.json']],
+  optional: ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'],
+};
+
+export interface LoadOptions extends HubOptions {
   device?: string;
   /** Default: bfloat16 on CUDA, float32 on the CPU. */
   dtype?: FloatDType;
@@ -30,7 +38,13 @@ function resolver(ck: Checkpoint, prefix: string) {
   };
 }
 
-export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise<Backbone> {
+/**
+ * Loads a frozen backbone from a local directory or a Hugging Face hub repo id
+ * ('sentence-transformers/all-MiniLM-L6-v2'), downloaded into (or found in) the hub cache.
+ */
+export async function loadBackbone(nameOrDir: string, opts: LoadOptions = {}): Promise<Backbone> {
+  const dir = await resolveModelDir(nameOrDir, BACKBONE_FILES, opts);
+  const fromHub = dir !== path.resolve(nameOrDir); // then the model is named by its repo id
   const cfgPath = path.join(dir, 'config.json');
   let rawText: string;
   try {
@@ -104,7 +118,7 @@ export async function loadBackbone(dir: string, opts: LoadOptions = {}): Promise
     const raw = config.raw as { _name_or_path?: string };
     return new Backbone({ ...config, hasPooler: !!pooler } as EncoderConfig, names, weights, {
       device, dtype, seed: opts.seed, weightHash: hash.digest('hex'),
-      modelName: raw._name_or_path || path.basename(path.resolve(dir)), dir: path.resolve(dir),
+      modelName: fromHub ? nameOrDir : raw._name_or_path || path.basename(path.resolve(dir)), dir: path.resolve(dir),
     });
   } catch (e) {
     for (const t of all.values()) t.dispose();

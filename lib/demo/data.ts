@@ -90,3 +90,32 @@ export const DEMO_QUERIES: { task: string; text: string }[] = [
   { task: 'billing', text: 'can i get a copy of the invoice' },
   { task: 'tech_support', text: 'i forgot my password and cannot log in' },
 ];
+
+/**
+ * Held-out paraphrases: hand-written, sharing no template with the training data, so they
+ * measure whether a backbone's features carry the intent beyond the words seen in training.
+ */
+const PARAPHRASES: Record<string, Record<string, string[]>> = {
+  order_status: {
+    where_is_order: ['has my parcel shipped', 'any news on the delivery of my purchase', 'the courier never came with my package', 'how long until my stuff shows up', 'i am still waiting for the thing i bought'],
+    cancel_order: ['i no longer want what i purchased, call it off', 'please do not send the item, i want to withdraw the purchase', 'undo my purchase please', 'scrap the order i made', 'i would like to abort my purchase'],
+    change_address: ['deliver it to my office instead of my house', 'my shipping details are outdated', 'can the parcel go to a different street', 'i gave you the old location for delivery', 'send the package somewhere else please'],
+  },
+  tech_support: {
+    login_problem: ['it will not accept my credentials', 'i forgot the password and cannot get into my profile', 'signing in fails every time', 'my account access is blocked', 'the verification code to enter never shows up'],
+    app_crash: ['the program shuts down unexpectedly', 'the software dies as soon as i launch it', 'it quits on its own when i tap a button', 'the mobile app keeps closing by itself', 'the application stops working and disappears'],
+    slow_connection: ['everything loads really slowly', 'downloads crawl at a snail pace', 'the wifi signal keeps cutting out', 'streaming stutters constantly', 'the site is sluggish and times out'],
+  },
+  billing: {
+    refund_request: ['i want to be reimbursed for this purchase', 'give me back what i paid', 'can i get my payment returned', 'i expect a reimbursement for the broken item', 'please credit the amount back to me'],
+    invoice_copy: ['i need a bill for my records', 'send me the receipt by mail', 'where is the proof of purchase document', 'please provide the billing statement', 'i require a copy of the bill for taxes'],
+    double_charge: ['the payment was taken two times', 'my bank shows the same amount debited twice', 'i see a duplicate transaction on my statement', 'you took the money twice', 'i got billed again for the same order'],
+  },
+};
+
+/** The paraphrase set of a task (see PARAPHRASES). */
+export function demoParaphrases(task: string): Example[] {
+  const p = PARAPHRASES[task];
+  if (!p) throw new Error(`demo: no paraphrases for task '${task}'`);
+  return Object.entries(p).flatMap(([label, texts]) => texts.map((text) => ({ text, label })));
+}

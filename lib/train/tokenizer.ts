@@ -7,6 +7,7 @@
 // pairs, the special tokens kept), then pads a batch to its longest row.
 import { promises as fsp } from 'fs';
 import * as path from 'path';
+import { HubOptions, resolveModelDir } from '../io/hub';
 
 // The parts of @huggingface/tokenizers used here. The package's own .d.ts files use extension-less
 // relative imports that TypeScript's node16 ESM resolution does not follow (they come out as `any`),
@@ -187,6 +188,15 @@ export class Tokenizer {
     } catch (e) {
       throw new Error(`${(e as Error).message} (in ${dir})`);
     }
+  }
+
+  /**
+   * From a local directory or a Hugging Face hub repo id ('org/name'), downloaded into (or found in)
+   * the hub cache as transformers' AutoTokenizer.from_pretrained does; see HubOptions.
+   */
+  static async fromPretrained(nameOrDir: string, opts: HubOptions = {}): Promise<Tokenizer> {
+    const dir = await resolveModelDir(nameOrDir, { required: ['tokenizer.json'], optional: ['tokenizer_config.json'] }, opts);
+    return Tokenizer.fromDir(dir);
   }
 
   /** Build from the parsed contents of tokenizer.json and (optionally) tokenizer_config.json. */

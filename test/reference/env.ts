@@ -34,6 +34,13 @@ export const { env: referenceEnv, reason: referenceSkipReason } = find();
 export function describeReference(name: string, fn: (env: ReferenceEnv) => void): void {
   if (referenceEnv) {
     describe(name, () => fn(referenceEnv!));
+  } else if (process.env.FA_REQUIRE_REFERENCE) {
+    // CI sets this: the reference suites must run there, never be skipped
+    describe(name, () => {
+      test('the reference environment is present', () => {
+        throw new Error(`FA_REQUIRE_REFERENCE is set but ${referenceSkipReason}`);
+      });
+    });
   } else {
     // eslint-disable-next-line no-console
     console.warn(`skipped '${name}': ${referenceSkipReason}`);

@@ -7,10 +7,11 @@ export const {
   ForwardResult, LRSchedule, LabelMap, PARAM_NAMES, Tensor, Tokenizer, activation, activationGrad,
   adamwStep, adapterBackward, adapterForward, adapterForwardBatched, add, buildInfo, buildVocab,
   buildWordPieceTokenizerJson, cast, clipGradNorm, colSum, defaultDevice, defaultNoDecay, devices,
-  dropout, dropoutBackward, embedding, embeddingBackward, empty, evaluate, fill, full,
-  globalGradNorm, layerNorm, layerNormBackward, loadAdapter, loadBackbone, loadHead, lrAt,
-  maskedSoftmax, maskedSoftmaxBackward, matmul, memoryStats, mul, ones, rand, randn, randomFill,
-  readExamples, resolveConfig, rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace,
-  softmaxCrossEntropy, stack, sub, sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  downloadFromHub, dropout, dropoutBackward, embedding, embeddingBackward, empty, evaluate, fill,
+  full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward, loadAdapter, loadBackbone,
+  loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryStats, mul, ones,
+  placeInHubCache, rand, randn, randomFill, readExamples, resolveConfig, resolveModelDir, rowSum,
+  runDemo, saveAdapter, saveHead, scale, scaleInPlace, softmaxCrossEntropy, stack, sub,
+  sumOfSquares, synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -37,10 +37,15 @@ function mustExist(p: string, what: string): string {
   return p;
 }
 
-async function openModel(dir: string, dev?: string): Promise<{ model: Backbone; tokenizer: Tokenizer }> {
-  mustExist(dir, 'model directory');
-  const model = await loadBackbone(dir, { device: dev ?? defaultDevice() });
-  const tokenizer = await Tokenizer.fromDir(dir);
+/** A model directory, or a hub repo id ('org/name'; fetched into or found in the Hugging Face cache). */
+function modelSource(p: string): string {
+  if (fs.existsSync(p) || /^[A-Za-z0-9][\w.-]*(\/[A-Za-z0-9][\w.-]*)?$/.test(p)) return p;
+  throw new Error(`model directory '${p}' does not exist (and it is not a hub repo id like org/name)`);
+}
+
+async function openModel(source: string, dev?: string): Promise<{ model: Backbone; tokenizer: Tokenizer }> {
+  const model = await loadBackbone(modelSource(source), { device: dev ?? defaultDevice() });
+  const tokenizer = await Tokenizer.fromDir(model.dir!);
   return { model, tokenizer };
 }
 
@@ -69,7 +74,7 @@ export function makeProgram(): Command {
 
   program.command('train')
     .description('train one adapter (and a classification head) on a frozen model')
-    .requiredOption('--model <dir>', 'Hugging Face model directory (config.json, model.safetensors, tokenizer.json)')
+    .requiredOption('--model <dir|id>', 'Hugging Face model directory (config.json, model.safetensors, tokenizer.json) or hub repo id')
     .requiredOption('--train <file>', 'training data (.jsonl or .csv with text[, text_pair] and label)')
     .option('--eval <file>', 'evaluation data')
     .option('--adapter <config>', 'seq_bn | double_seq_bn | par_bn (or pfeiffer, houlsby, parallel)', 'seq_bn')
@@ -111,7 +116,7 @@ export function makeProgram(): Command {
 
   program.command('eval')
     .description('evaluate a saved adapter on labelled data')
-    .requiredOption('--model <dir>', 'model directory')
+    .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
     .requiredOption('--adapter <dir>', 'saved adapter directory')
     .requiredOption('--data <file>', '.jsonl or .csv with text and label')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
@@ -128,7 +133,7 @@ export function makeProgram(): Command {
 
   program.command('predict')
     .description('label texts (arguments, or lines on stdin); several adapters are routed by name ("name: text" or --task)')
-    .requiredOption('--model <dir>', 'model directory')
+    .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
     .requiredOption('--adapter <dir>', 'saved adapter directory (repeat for several)', collect, [])
     .option('--task <name>', 'the adapter to use for every text')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
@@ -162,12 +167,11 @@ export function makeProgram(): Command {
 
   program.command('summary')
     .description("the backbone's size and each adapter's share of it")
-    .requiredOption('--model <dir>', 'model directory')
+    .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
     .option('--adapter <dir>', 'saved adapter directory (repeatable)', collect, [])
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .action(async (o) => {
-      mustExist(o.model, 'model directory');
-      const model = await loadBackbone(o.model, { device: o.device ?? 'cpu' });
+      const model = await loadBackbone(modelSource(o.model), { device: o.device ?? 'cpu' });
       for (const d of o.adapter) model.loadAdapter(mustExist(d, 'adapter directory'));
       console.log(model.summary());
     });

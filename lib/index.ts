@@ -33,3 +33,5 @@ export { train, evaluate } from './train/trainer';
 export type { TrainOptions, TrainResult } from './train/trainer';
 export type { Metrics } from './train/metrics';
 export { runDemo } from './demo/run';
+export { resolveModelDir, hubCacheDir, downloadFromHub, placeInHubCache } from './io/hub';
+export type { HubOptions } from './io/hub';

@@ -364,7 +364,9 @@ describe('other encoders and checkpoint layouts', () => {
     const cfg = JSON.parse(fs.readFileSync(path.join(wrong, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(wrong, 'config.json'), JSON.stringify({ ...cfg, intermediate_size: 96 }));
     await expect(loadBackbone(wrong, { device: 'cpu' })).rejects.toThrow(/has shape \[128, 64\], the config needs \[96, 64\]/);
-    await expect(loadBackbone(path.join(tmp, 'nothing'))).rejects.toThrow(/cannot read .*config.json/);
+    await expect(loadBackbone(path.join(tmp, 'nothing'))).rejects.toThrow(/model directory '.*nothing' does not exist/);
+    fs.mkdirSync(path.join(tmp, 'empty'));
+    await expect(loadBackbone(path.join(tmp, 'empty'))).rejects.toThrow(/cannot read .*config.json/);
     fs.rmSync(tmp, { recursive: true, force: true });
   });
 

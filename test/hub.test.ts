@@ -19,7 +19,8 @@ const useMiniLM = fs.existsSync(path.join(MINILM, 'model.safetensors'));
 const SRC = useMiniLM ? MINILM : TINY;
 
 const PY_DEFAULT = path.join(os.homedir(), '.cache/fused-adapters/reference-venv/bin/python');
-const py = process.env.FA_REFERENCE_PYTHON || (fs.existsSync(PY_DEFAULT) ? PY_DEFAULT : null);
+const PY_WANTED = process.env.FA_REFERENCE_PYTHON || PY_DEFAULT;
+const py = fs.existsSync(PY_WANTED) ? PY_WANTED : null;
 const itPy = py ? it : it.skip;
 
 const NESTED = 'nested/deeper/notes.txt';
@@ -104,7 +105,7 @@ beforeAll(async () => {
   if (!py) {
     // eslint-disable-next-line no-console
     console.warn(
-      `SKIPPING the Python interop tests: no reference Python (set FA_REFERENCE_PYTHON or create ${PY_DEFAULT})`,
+      `SKIPPING the 2 Python interop tests: no reference Python at ${PY_WANTED} (set FA_REFERENCE_PYTHON to a python with huggingface_hub)`,
     );
   }
   savedEnv = { ...process.env };
@@ -202,6 +203,27 @@ describe('download into the cache', () => {
     expect(ranged.map((r) => r.range)).toEqual([`bytes=${partial}-`]);
     expect(sameBytes(path.join(dir, 'model.safetensors'), path.join(SRC, 'model.safetensors'))).toBe(true);
     expect(fs.existsSync(incomplete)).toBe(false);
+  });
+
+  it('restarts from zero when the server ignores the Range header, and shares concurrent downloads', async () => {
+    const cache = newCache();
+    server.cutNextCdnAfter = Math.floor(modelSize / 4);
+    await expect(downloadFromHub('org/model', 'model.safetensors', opts(cache))).rejects.toThrow(/interrupted/);
+    server.reset();
+    server.ignoreRange = true;
+    const p = await downloadFromHub('org/model', 'model.safetensors', opts(cache));
+    expect(server.count({ method: 'GET', path: '/cdn/', range: true })).toBe(1); // asked, got a 200
+    expect(sameBytes(p as string, path.join(SRC, 'model.safetensors'))).toBe(true);
+
+    const other = newCache();
+    server.reset();
+    const both = await Promise.all([
+      resolveModelDir('org/model', MODEL_FILES, opts(other)),
+      resolveModelDir('org/model', MODEL_FILES, opts(other)),
+    ]);
+    expect(both[0]).toBe(both[1]);
+    expect(server.count({ method: 'GET', path: '/cdn/' })).toBe(1);
+    expect(sameBytes(path.join(both[0], 'model.safetensors'), path.join(SRC, 'model.safetensors'))).toBe(true);
   });
 
   it('rejects a resumed download whose content does not match the hash, leaving nothing complete', async () => {
@@ -342,7 +364,8 @@ describe('offline and the cache', () => {
       expect(hubCacheDir({ cacheDir: 'x' })).toBe(path.resolve('x'));
       const p = await downloadFromHub('org/gated', 'config.json', { progress: false });
       expect(p).toBe(path.join(home, 'hub', 'models--org--gated', 'snapshots', server.commitOf('org/gated'), 'config.json'));
-      expect(server.requests.map((r) => r.authorization)).toEqual(['Bearer hf_right_token']);
+      expect(server.requests.length).toBeGreaterThan(0);
+      expect(server.requests.every((r) => r.authorization === 'Bearer hf_right_token')).toBe(true);
 
       process.env.HF_TOKEN = 'hf_wrong';
       await expect(downloadFromHub('org/gated', 'tokenizer.json', { progress: false })).rejects.toThrow(/a token was sent/);

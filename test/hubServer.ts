@@ -46,6 +46,8 @@ export class HubServer {
   /** Old repo id → new repo id, answered with a relative 307 as the hub does for renamed repos. */
   readonly renamed: Record<string, string> = {};
   lfsThreshold = 1 << 20;
+  /** When set, Range headers are ignored (full 200 answers), as some proxies do. */
+  ignoreRange = false;
 
   private server: http.Server;
   private entries = new Map<string, Map<string, Entry>>(); // repo → file → entry
@@ -96,6 +98,7 @@ export class HubServer {
     this.requests.length = 0;
     this.cutNextCdnAfter = null;
     this.corruptCdnAt = null;
+    this.ignoreRange = false;
   }
 
   /** The sha256 the server advertises for a file (its CDN name). */
@@ -190,7 +193,7 @@ export class HubServer {
     const size = e.data.length;
     let start = 0;
     let end = size - 1;
-    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const m = this.ignoreRange ? null : /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     if (m) {
       start = Number(m[1]);
       if (m[2]) end = Math.min(Number(m[2]), size - 1);

@@ -267,14 +267,14 @@ function httpError(ctx: Ctx, res: Response, file: string, revision: string): Hub
           : 'no token was sent: pass `token` or set HF_TOKEN (or log in so that $HF_HOME/token exists)'),
     );
   }
+  if (code === 'RevisionNotFound') {
+    return new HubHttpError(`revision '${revision}' not found in repository '${ctx.repo}' on ${ctx.endpoint} (${detail})`);
+  }
   if (code === 'RepoNotFound' || code === 'RepositoryNotFound' || res.status === 404) {
     return new HubHttpError(
       `repository '${ctx.repo}' not found on ${ctx.endpoint} (or it is private: pass a token / set HF_TOKEN)` +
         ` (${detail}${ctx.token ? ', a token was sent' : ''})`,
     );
-  }
-  if (code === 'RevisionNotFound') {
-    return new HubHttpError(`revision '${revision}' not found in repository '${ctx.repo}' on ${ctx.endpoint} (${detail})`);
   }
   return new HubHttpError(`fetching '${file}' of '${ctx.repo}' (revision '${revision}') from ${ctx.endpoint} failed: ${detail}`);
 }
@@ -461,6 +461,8 @@ function fromCache(ctx: Ctx, revision: string, file: string, why: string): FileR
   throw cacheMiss(ctx, file, revision, why);
 }
 
+const inFlight = new Map<string, Promise<void>>();
+
 async function getFile(ctx: Ctx, revision: string, file: string): Promise<FileResult> {
   validateRelPath(file, 'file name');
   validateRevision(revision);
@@ -488,7 +490,15 @@ async function getFile(ctx: Ctx, revision: string, file: string): Promise<FileRe
   const { meta } = h;
   const blob = path.join(ctx.storage, 'blobs', meta.etag);
   const pointer = snapshotPath(ctx, meta.commit, file);
-  if (!fs.existsSync(blob)) await downloadBlob(ctx, meta, file, blob);
+  if (!fs.existsSync(blob)) {
+    // One download per blob in this process; concurrent callers wait for it.
+    let p = inFlight.get(blob);
+    if (!p) {
+      p = downloadBlob(ctx, meta, file, blob).finally(() => inFlight.delete(blob));
+      inFlight.set(blob, p);
+    }
+    await p;
+  }
   if (!fs.existsSync(pointer)) linkPointer(blob, pointer);
   writeRef(ctx, revision, meta.commit);
   return { path: pointer, commit: meta.commit };

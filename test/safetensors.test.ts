@@ -9,6 +9,7 @@ import {
   bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, MAX_HEADER_BYTES, openCheckpoint, SafetensorsError, SafetensorsFile,
   serializeSafetensors, ShardedSafetensors, TensorToWrite, writeSafetensors,
 } from '../lib/backbone/safetensors';
+import { referenceEnv, referenceSkipReason } from './reference/env';
 
 // Fresh data every run; the seed is in the suite name so that a failure can be replayed.
 const SEED = process.env.SAFETENSORS_SEED !== undefined ? Number(process.env.SAFETENSORS_SEED) : randomInt(2 ** 31);
@@ -470,8 +471,10 @@ describe(`safetensors (seed ${SEED})`, () => {
       expect(st.info('d').byteOffset).toBe(8 + n + 12 + 6 + 2);
     });
 
-    const PY = '/usr/bin/python3';
+    // The reference environment's PyTorch (scripts/setup-reference.sh), else Debian's python3-torch.
+    const PY = referenceEnv?.python ?? '/usr/bin/python3';
     const havePy = fs.existsSync(PY) && spawnSync(PY, ['-c', 'import torch, numpy'], { timeout: 60000 }).status === 0;
+    if (!havePy) console.warn(`skipped 'a file written by PyTorch…': no python with torch and numpy at ${PY} (${referenceSkipReason})`);
     (havePy ? test : test.skip)('a file written by PyTorch reads back as torch converts it; a file we write reads in PyTorch', () => {
       const dir = freshDir();
       const x = wideF32(600);

@@ -1,6 +1,6 @@
 // Basic ops on tensors; each runs on the device its inputs live on.
 import { native } from './backend';
-import { checkDType, DType, handle, Tensor } from './tensor';
+import { checkDType, checkInt32, DType, handle, Tensor } from './tensor';
 
 /** op(a) · op(b). a: [M, K] (or [..., M, K]), b: [K, N]; or batched [B, M, K] · [B, K, N]. */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
@@ -60,7 +60,9 @@ export function cast(x: Tensor, dtype: DType): Tensor {
 
 /** Sets every element to value, in place. */
 export function fill(t: Tensor, value: number): void {
-  native().fill(handle(t, 'fill', 't'), value);
+  const h = handle(t, 'fill', 't');
+  if (t.dtype === 'int32') checkInt32(value, 'fill', 'value');
+  native().fill(h, value);
 }
 
 /** Seeded random fill in place: normal(mean, std) or uniform [low, high). */

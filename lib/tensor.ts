@@ -111,9 +111,16 @@ function toTypedArray(data: ArrayLike<number>, dtype: DType, op: string): Float3
     const v = data[i];
     if (typeof v !== 'number' && typeof v !== 'bigint')
       throw new Error(`${op}: argument 'data' has a non-number at index ${i}`);
+    if (dtype === 'int32') checkInt32(Number(v), op, `data[${i}]`);
     out[i] = Number(v);
   }
   return out;
+}
+
+/** @internal An int32 element must be an integer that int32 holds (no silent wrap or truncation). */
+export function checkInt32(v: number, op: string, what: string): void {
+  if (!Number.isInteger(v) || v < -2147483648 || v > 2147483647)
+    throw new Error(`${op}: ${what} is ${v}, which is not an int32 (an integer in [-2147483648, 2147483647])`);
 }
 
 /** @internal The native handle of a tensor argument, or an error naming op and argument. */
@@ -139,6 +146,7 @@ export function empty(shape: number[], opts: TensorOptions = {}): Tensor {
 }
 
 export function full(shape: number[], value: number, opts: TensorOptions = {}): Tensor {
+  if ((opts.dtype ?? 'float32') === 'int32') checkInt32(value, 'full', 'value');
   const t = empty(shape, opts);
   native().fill(t._h, value);
   return t;

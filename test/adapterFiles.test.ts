@@ -457,7 +457,7 @@ describe('errors', () => {
     const gone = 'bert.encoder.layer.1.output.adapters.task.adapter_up.bias';
     await expectRefused(retensored((t) => delete t[gone]), new RegExp(`missing 1 tensor\\(s\\): ${gone.replace(/\./g, '\\.')}`));
     await expectRefused(retensored((t) => { t['bert.encoder.layer.0.output.adapters.task.adapter_down.0.weight'] = f32([5, H], 1); }),
-      /wrong shape: bert\.encoder\.layer\.0\.output\.adapters\.task\.adapter_down\.0\.weight has shape \[5, 64\], expected \[4, 64\]/);
+      /tensor 'bert\.encoder\.layer\.0\.output\.adapters\.task\.adapter_down\.0\.weight' has shape \[5, 64\], but its config \(reduction_factor 16, hidden 64\) implies \[4, 64\]/);
     const extra = retensored((t) => { t['bert.encoder.layer.0.output.adapters.task.adapter_norm_after.weight'] = f32([H], 1); });
     await expectRefused(extra, /1 unexpected tensor\(s\) \(pass strict: false to ignore them\): bert\.encoder\.layer\.0\.output\.adapters\.task\.adapter_norm_after\.weight/);
     const m = await bert();

@@ -347,7 +347,7 @@ describe('other encoders and checkpoint layouts', () => {
   test('loader errors: missing tensor, unknown model_type, bad JSON, pickle only, shape mismatch', async () => {
     const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-bb-'));
     const missing = rewrite(path.join(tmp, 'missing'), (n) => n, (n) => n.includes('layer.1.output.dense.weight'));
-    await expect(loadBackbone(missing, { device: 'cpu' })).rejects.toThrow(/lacks 1 tensor\(s\).*bert\.encoder\.layer\.1\.output\.dense\.weight/);
+    await expect(loadBackbone(missing, { device: 'cpu' })).rejects.toThrow(/lacks tensor 'bert\.encoder\.layer\.1\.output\.dense\.weight'.*first missing/);
     const gpt = path.join(tmp, 'gpt');
     fs.mkdirSync(gpt);
     fs.writeFileSync(path.join(gpt, 'config.json'), JSON.stringify({ model_type: 'gpt2' }));

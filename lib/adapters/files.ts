@@ -16,7 +16,7 @@
 import * as fs from 'fs';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
-import { BnConfig, configName, resolveConfig } from '../backbone/adapterConfig';
+import { BnConfig, bottleneckSize, configName, resolveConfig } from '../backbone/adapterConfig';
 import type { Backbone } from '../backbone/model';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../backbone/safetensors';
 import type { Tensor } from '../tensor';
@@ -432,6 +432,37 @@ function replaceAll(s: string, from: string, to: string): string {
 interface TensorPlan { file: string; key: string; shape: number[] }
 
 /**
+ * Before anything is allocated: the projections the config implies (per layer and site) must be in the
+ * file with the same shapes, so a config whose sizes disagree with its weights (say reduction_factor 2e-7)
+ * fails on a comparison, not after building a huge adapter.
+ */
+function checkPlannedShapes(
+  model: Backbone, config: BnConfig, name: string, st: SafetensorsFile, rename: (n: string) => string, where: string,
+): void {
+  const H = model.config.hiddenSize;
+  const inFile = new Map<string, { stored: string; shape: number[] }>();
+  for (const n of st.names()) inFile.set(rename(n), { stored: n, shape: st.info(n).shape });
+  for (const i of config.leave_out)
+    if (!Number.isInteger(i) || i < 0 || i >= model.config.numLayers)
+      throw new Error(`${where}: leave_out holds ${i}; the backbone has layers 0..${model.config.numLayers - 1}`);
+  for (let i = 0; i < model.config.numLayers; i++) {
+    if (config.leave_out.includes(i)) continue;
+    const r = bottleneckSize(config, H, i);
+    for (const site of ['mh', 'output'] as const) {
+      if (site === 'mh' ? !config.mh_adapter : !config.output_adapter) continue;
+      const base = model.names.adapterPrefix(i, site, name);
+      for (const [k, shape] of [['adapter_down.0.weight', [r, H]], ['adapter_up.weight', [H, r]]] as const) {
+        const got = inFile.get(`${base}.${k}`);
+        if (!got) throw new Error(`${where}: lacks '${base}.${k}', which its config (layer ${i}, ${site} adapter) implies`);
+        if (got.shape.join() !== shape.join())
+          throw new Error(`${where}: tensor '${got.stored}' has shape [${got.shape.join(', ')}], but its config `
+            + `(reduction_factor ${JSON.stringify(config.reduction_factor)}, hidden ${H}) implies [${shape.join(', ')}]`);
+      }
+    }
+  }
+}
+
+/**
  * Copies the tensors of `file` into `params`: every expected tensor must be present with its shape;
  * `rename` maps a stored name to ours (or null for a name that is not this module's).
  */
@@ -465,7 +496,14 @@ function copyTensors(
   if (unknown.length && strict) problems.push(`${unknown.length} unexpected tensor(s) (pass strict: false to ignore them): ${unknown.join(', ')}`);
   if (problems.length) throw new Error(`${what}: ${problems.join('; ')}`);
   if (unknown.length) warnings.push(`${what}: ignored ${unknown.length} unexpected tensor(s): ${unknown.join(', ')}`);
-  for (const p of found.values()) params.get(p.key)!.copyFrom(st.getFloat32(p.file));
+  const data = new Map<string, Float32Array>();
+  for (const p of found.values()) {
+    const a = st.getFloat32(p.file);
+    for (let i = 0; i < a.length; i++)
+      if (!Number.isFinite(a[i])) throw new Error(`${what}: tensor '${p.file}' holds ${a[i]} at element ${i}; weights must be finite`);
+    data.set(p.key, a);
+  }
+  for (const [key, a] of data) params.get(key)!.copyFrom(a);
 }
 
 function openSafetensors(file: string, where: string): SafetensorsFile {
@@ -599,6 +637,7 @@ export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptio
       warnOnce(msg);
     }
 
+    checkPlannedShapes(model, config, name, st, rename, `${where}: ${file}`);
     model.addAdapter(name, config);
     try {
       copyTensors(st, model.adapterParameters(name), rename, strict, `${where}: ${file}`, warnings);

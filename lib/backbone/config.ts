@@ -76,10 +76,35 @@ export function parseConfig(raw: unknown): EncoderConfig {
     hasPooler: !distil,
     raw: r,
   };
-  for (const k of ['vocabSize', 'hiddenSize', 'numLayers', 'numHeads', 'intermediateSize', 'maxPositions'] as const)
-    if (!Number.isInteger(cfg[k]) || cfg[k] < 1) throw new Error(`config.json: ${k} must be a positive integer`);
+  // Limits that no real encoder reaches: each sizes allocations, so a hostile value fails here,
+  // naming its field, before anything is allocated (the weights file is checked against them next).
+  const field = (k: keyof EncoderConfig): string => {
+    const names: Record<string, string> = {
+      vocabSize: 'vocab_size', hiddenSize: distil ? 'dim' : 'hidden_size', numLayers: distil ? 'n_layers' : 'num_hidden_layers',
+      numHeads: distil ? 'n_heads' : 'num_attention_heads', intermediateSize: distil ? 'hidden_dim' : 'intermediate_size',
+      maxPositions: 'max_position_embeddings', typeVocabSize: 'type_vocab_size', layerNormEps: 'layer_norm_eps',
+      padTokenId: 'pad_token_id', hiddenDropout: distil ? 'dropout' : 'hidden_dropout_prob',
+      attentionDropout: distil ? 'attention_dropout' : 'attention_probs_dropout_prob',
+    };
+    return names[k] ?? k;
+  };
+  const LIMITS: [keyof EncoderConfig, number, number][] = [
+    ['vocabSize', 1, 4_000_000], ['hiddenSize', 1, 65_536], ['numLayers', 1, 1_000], ['numHeads', 1, 1_024],
+    ['intermediateSize', 1, 1_048_576], ['maxPositions', 1, 1_048_576], ['typeVocabSize', distil ? 0 : 1, 1_024],
+  ];
+  for (const [k, lo, hi] of LIMITS) {
+    const v = cfg[k] as number;
+    if (!Number.isInteger(v) || v < lo || v > hi)
+      throw new Error(`config.json: ${field(k)} must be an integer in [${lo}, ${hi}], got ${v}`);
+  }
   if (cfg.hiddenSize % cfg.numHeads !== 0)
     throw new Error(`config.json: hidden size ${cfg.hiddenSize} is not divisible by ${cfg.numHeads} heads`);
+  if (!(cfg.layerNormEps > 0 && cfg.layerNormEps < 1))
+    throw new Error(`config.json: ${field('layerNormEps')} must be in (0, 1), got ${cfg.layerNormEps}`);
+  for (const k of ['hiddenDropout', 'attentionDropout'] as const)
+    if (!(cfg[k] >= 0 && cfg[k] < 1)) throw new Error(`config.json: ${field(k)} must be in [0, 1), got ${cfg[k]}`);
+  if (!Number.isInteger(cfg.padTokenId) || cfg.padTokenId < 0 || cfg.padTokenId >= cfg.vocabSize)
+    throw new Error(`config.json: ${field('padTokenId')} must be a token id in [0, ${cfg.vocabSize}), got ${cfg.padTokenId}`);
   return cfg;
 }
 

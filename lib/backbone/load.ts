@@ -19,7 +19,17 @@ export const BACKBONE_FILES = {
   optional: ['tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'],
 };
 
+const FLOAT_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
+
+/** Index of the first NaN or ±Infinity, or -1. */
+function firstNonFinite(a: Float32Array): number {
+  for (let i = 0; i < a.length; i++) if (!Number.isFinite(a[i])) return i;
+  return -1;
+}
+
 export interface LoadOptions extends HubOptions {
+  /** Load weights that hold NaN or ±Infinity (refused by default). */
+  allowNonFinite?: boolean;
   device?: string;
   /** Default: bfloat16 on CUDA, float32 on the CPU. */
   dtype?: FloatDType;
@@ -65,36 +75,56 @@ export async function loadBackbone(nameOrDir: string, opts: LoadOptions = {}): P
   const names = weightNames(config);
   const find = resolver(ck, names.prefix);
   const all = new Map<string, Tensor>();
-  const missing: string[] = [];
   // The backbone's identity: sha256 over each used tensor's canonical name and stored bytes.
   const hash = createHash('sha256');
+  const where = `loadBackbone: ${dir}`;
 
-  const load = (name: string, shape: number[]): Tensor => {
-    const found = find(name);
-    if (!found) {
-      missing.push(name);
-      return undefined as unknown as Tensor;
+  // The config against the file's header before anything is allocated: the layers it claims exist.
+  const L = config.numLayers;
+  for (let i = 0; i < L; i++) {
+    const probe = `${names.layer(i).q}.weight`;
+    if (!find(probe)) {
+      const field = config.modelType === 'distilbert' ? 'n_layers' : 'num_hidden_layers';
+      throw new Error(`${where}: config.json says ${field}: ${L}, but the weights hold ${i} layer(s) (no '${probe}')`);
     }
+  }
+
+  // Every tensor checked (present, float, the config's shape) from the header alone, then loaded.
+  const check = (name: string, shape: number[]): string => {
+    const found = find(name);
+    if (!found) throw new Error(`${where}: lacks tensor '${name}', which the ${config.modelType} config needs (the first missing one)`);
     const info = ck.info(found);
+    if (!FLOAT_DTYPES.has(info.dtype))
+      throw new Error(`${where}: tensor '${found}' is ${info.dtype}; backbone weights must be floating point (F32, F16, BF16, F64)`);
     if (info.shape.join() !== shape.join())
-      throw new Error(`loadBackbone: tensor '${found}' has shape [${info.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
-    const t = tensor(ck.getFloat32(found), shape, { device, dtype });
+      throw new Error(`${where}: tensor '${found}' has shape [${info.shape.join(', ')}], the config needs [${shape.join(', ')}]`);
+    return found;
+  };
+  const load = (name: string, shape: number[]): Tensor => {
+    const found = check(name, shape);
+    const data = ck.getFloat32(found);
+    if (!opts.allowNonFinite) {
+      const bad = firstNonFinite(data);
+      if (bad >= 0)
+        throw new Error(`${where}: tensor '${found}' holds ${data[bad]} at element ${bad} (pass allowNonFinite: true to load it anyway)`);
+    }
+    const t = tensor(data, shape, { device, dtype });
     hash.update(name).update(ck.getRaw(found));
     all.set(name, t);
     return t;
   };
   const H = config.hiddenSize;
-  const lin = (base: string, out: number, inp: number): Linear => ({ weight: load(`${base}.weight`, [out, inp]), bias: load(`${base}.bias`, [out]) });
-  const norm = (base: string): Norm => ({ weight: load(`${base}.weight`, [H]), bias: load(`${base}.bias`, [H]) });
-  try {
+  const build = (get: (name: string, shape: number[]) => Tensor) => {
+    const lin = (base: string, out: number, inp: number): Linear => ({ weight: get(`${base}.weight`, [out, inp]), bias: get(`${base}.bias`, [out]) });
+    const norm = (base: string): Norm => ({ weight: get(`${base}.weight`, [H]), bias: get(`${base}.bias`, [H]) });
     const embeddings = {
-      word: load(names.word, [config.vocabSize, H]),
-      position: load(names.position, [config.maxPositions, H]),
-      tokenType: names.tokenType ? load(names.tokenType, [config.typeVocabSize, H]) : undefined,
+      word: get(names.word, [config.vocabSize, H]),
+      position: get(names.position, [config.maxPositions, H]),
+      tokenType: names.tokenType ? get(names.tokenType, [config.typeVocabSize, H]) : undefined,
       ln: norm(names.embLn),
     };
     const layers: LayerWeights[] = [];
-    for (let i = 0; i < config.numLayers; i++) {
+    for (let i = 0; i < L; i++) {
       const n = names.layer(i);
       layers.push({
         attn: { q: lin(n.q, H, H), k: lin(n.k, H, H), v: lin(n.v, H, H) },
@@ -105,15 +135,15 @@ export async function loadBackbone(nameOrDir: string, opts: LoadOptions = {}): P
         outLn: norm(n.outLn),
       });
     }
-    let pooler: Linear | undefined;
-    if (names.pooler) {
-      const hasPooler = find(`${names.pooler}.weight`) !== null;
-      if (hasPooler) pooler = lin(names.pooler, H, H);
-    }
-    if (missing.length)
-      throw new Error(
-        `loadBackbone: ${dir} lacks ${missing.length} tensor(s) the ${config.modelType} config needs, e.g. ${missing.slice(0, 4).join(', ')}`,
-      );
+    const pooler = names.pooler && find(`${names.pooler}.weight`) !== null ? lin(names.pooler, H, H) : undefined;
+    return { embeddings, layers, pooler };
+  };
+  build((name, shape) => {
+    check(name, shape);
+    return undefined as unknown as Tensor;
+  });
+  try {
+    const { embeddings, layers, pooler } = build(load);
     const weights: BackboneWeights = { embeddings, layers, pooler, all };
     const raw = config.raw as { _name_or_path?: string };
     return new Backbone({ ...config, hasPooler: !!pooler } as EncoderConfig, names, weights, {

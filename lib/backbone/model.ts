@@ -77,6 +77,11 @@ export class ForwardResult {
   }
 }
 
+/** Names that would collide with object internals wherever names key a plain object or a map's JSON. */
+const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf']);
+/** A bottleneck wider than this many times the hidden size is a mistake (AdapterHub's widest is 2×). */
+const MAX_BOTTLENECK_FACTOR = 16;
+
 export class Backbone {
   readonly config: EncoderConfig;
   readonly names: WeightNames;
@@ -127,7 +132,17 @@ export class Backbone {
     if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name))
       throw new Error(`addAdapter: name must be letters, digits, '_' or '-'; got '${String(name)}'`);
     if (this.adapters.has(name)) throw new Error(`addAdapter: an adapter named '${name}' already exists`);
+    if (RESERVED_NAMES.has(name)) throw new Error(`addAdapter: '${name}' cannot name an adapter`);
     const cfg = resolveConfig(config);
+    const L = this.config.numLayers;
+    const bad = cfg.leave_out.find((i) => !Number.isInteger(i) || i < 0 || i >= L);
+    if (bad !== undefined) throw new Error(`addAdapter: leave_out holds ${bad}; the backbone has layers 0..${L - 1}`);
+    for (let i = 0; i < L; i++) {
+      const r = bottleneckSize(cfg, this.config.hiddenSize, i);
+      if (r > MAX_BOTTLENECK_FACTOR * this.config.hiddenSize)
+        throw new Error(`addAdapter: reduction_factor ${JSON.stringify(cfg.reduction_factor)} gives a bottleneck of ${r} at layer ${i}, `
+          + `over ${MAX_BOTTLENECK_FACTOR}× the hidden size ${this.config.hiddenSize}`);
+    }
     const act = activationOf(cfg.non_linearity);
     const init = cfg.init_weights === 'mam_adapter' ? 'mam' : cfg.init_weights;
     const sites = new Map<string, { prefix: string; layer: BottleneckAdapter }>();
@@ -233,6 +248,7 @@ export class Backbone {
   addClassificationHead(name: string, cfg: HeadConfig, opts: { seed?: number } = {}): void {
     if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name))
       throw new Error(`addClassificationHead: name must be letters, digits, '_' or '-'`);
+    if (RESERVED_NAMES.has(name)) throw new Error(`addClassificationHead: '${name}' cannot name a head`);
     if (this.heads.has(name)) throw new Error(`addClassificationHead: a head named '${name}' already exists`);
     this.heads.set(name, new ClassificationHead(name, this.config.hiddenSize, cfg, {
       device: this.device, dtype: this.dtype, seed: opts.seed ?? this.seedBase + 77 + 10 * this.heads.size, dropout: this.config.hiddenDropout,

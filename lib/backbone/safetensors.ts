@@ -267,6 +267,38 @@ function quote(name: string): string {
   return JSON.stringify(name.length > 200 ? `${name.slice(0, 200)}…` : name);
 }
 
+/**
+ * The first key that appears twice in the top-level object of valid JSON `text`, or null.
+ * A scan of the text (JSON.parse cannot tell): strings are skipped as units, depth is tracked.
+ */
+export function firstDuplicateTopLevelKey(text: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(text.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === '{' || c === '[') {
+      depth++;
+      expectKey = depth === 1 && c === '{';
+    } else if (c === '}' || c === ']') {
+      depth--;
+    } else if (c === ',' && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
+}
+
 function parseHeader(label: string, src: ByteSource): ParsedHeader {
   const fail = (msg: string): never => {
     throw new SafetensorsError(label, msg);
@@ -298,6 +330,9 @@ function parseHeader(label: string, src: ByteSource): ParsedHeader {
   } catch (e) {
     return fail(`header is not valid JSON (${(e as Error).message})`);
   }
+  // JSON.parse keeps the last of repeated keys; a header naming a tensor twice is ambiguous, so refuse it.
+  const dup = firstDuplicateTopLevelKey(text);
+  if (dup !== null) fail(`header names ${JSON.stringify(dup)} twice`);
   if (!isPlainObject(json)) fail(`header JSON is ${describeValue(json)}, expected an object mapping tensor names to entries`);
   const root = json as Record<string, unknown>;
 

@@ -166,6 +166,8 @@ describe('adapters', () => {
     const m = await loadBackbone(FIX, { device: 'cpu' });
     expect(() => m.addAdapter('a', { config: 'seq_bn', leaveOut: [-1, 99] })).toThrow(/leave_out holds -1; the backbone has layers 0\.\.1/);
     expect(() => m.addAdapter('__proto__', 'seq_bn')).toThrow(/'__proto__' cannot name an adapter/);
+    // found by test/fuzz.test.ts: a non-string non_linearity was a TypeError, now a clear refusal
+    expect(() => m.addAdapter('b', { config: 'seq_bn', non_linearity: 0 as unknown as string })).toThrow(/non_linearity must be a string, got 0/);
     expect(() => m.addClassificationHead('constructor', { numLabels: 2 })).toThrow(/'constructor' cannot name a head/);
     const dir = await savedAdapter();
     editConfig(dir, (c) => { c.leave_out = [99]; });

@@ -107,6 +107,7 @@ export function validate(c: BnConfig): void {
 
 /** AdapterHub's non_linearity names → the kernels' activation. */
 export function activationOf(name: string): Activation {
+  if (typeof name !== 'string') throw new Error(`adapter config: non_linearity must be a string, got ${JSON.stringify(name)}`);
   switch (name.toLowerCase()) {
     case 'relu': return 'relu';
     case 'swish': case 'silu': return 'silu';

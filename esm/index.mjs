@@ -9,9 +9,9 @@ export const {
   buildWordPieceTokenizerJson, cast, clipGradNorm, colSum, defaultDevice, defaultNoDecay, devices,
   downloadFromHub, dropout, dropoutBackward, embedding, embeddingBackward, empty, evaluate, fill,
   full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward, loadAdapter, loadBackbone,
-  loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryStats, mul, ones,
-  placeInHubCache, rand, randn, randomFill, readExamples, resolveConfig, resolveModelDir, rowSum,
-  runDemo, saveAdapter, saveHead, scale, scaleInPlace, softmaxCrossEntropy, stack, sub,
-  sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryBudget, memoryStats, mul,
+  ones, placeInHubCache, rand, randn, randomFill, readExamples, resolveConfig, resolveModelDir,
+  rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, softmaxCrossEntropy,
+  stack, sub, sumOfSquares, synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -1,5 +1,7 @@
 // Atomic file writes: the data goes to a temporary file next to the target, is fsynced, then
 // renamed over it, so readers see the old file or the new one, never a partial one.
+// Saves that consist of several files (adapters, heads, checkpoints) replace their whole
+// directory at once: see lib/atomicDir.ts.
 import { randomBytes } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
@@ -31,8 +33,13 @@ export function writeAtomic(file: string, write: (fd: number) => void): void {
     throw e;
   }
   // Make the rename durable where directories can be fsynced (not on Windows).
+  fsyncDir(path.dirname(file));
+}
+
+/** fsync a directory so that renames and creations in it are durable; best effort (not on Windows). */
+export function fsyncDir(dir: string): void {
   try {
-    const dfd = fs.openSync(path.dirname(file), 'r');
+    const dfd = fs.openSync(dir, 'r');
     try {
       fs.fsyncSync(dfd);
     } finally {

@@ -29,10 +29,11 @@ let cached: Native | undefined;
 export function native(): Native {
   if (cached) return cached;
   const root = packageRoot();
+  let addon: Native;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const load = require('node-gyp-build');
-    cached = load(root);
+    addon = load(root);
   } catch (e) {
     const msg = (e as Error).message;
     throw new Error(
@@ -41,6 +42,8 @@ export function native(): Native {
         'building needs cmake and a C++ compiler (or node-gyp for the CPU-only build).',
     );
   }
+  applyEnvBudget(addon); // throws on a malformed limit, on every call until it is fixed
+  cached = addon;
   return cached;
 }
 
@@ -68,6 +71,14 @@ export interface MemoryStats {
   allocatedBytes: number;
   reservedBytes: number;
   liveTensors: number;
+  /** The memory budget of this device in bytes (setMemoryBudget), null when there is none. */
+  limitBytes: number | null;
+}
+
+/** Byte limits on live tensor storage: `host` for the CPU, `device` for each CUDA device; null means none. */
+export interface MemoryBudget {
+  host: number | null;
+  device: number | null;
 }
 
 export function buildInfo(): BuildInfo {
@@ -103,6 +114,53 @@ export function defaultDevice(): string {
 
 export function memoryStats(device?: string): MemoryStats {
   return native().memoryStats(deviceIndex(device ?? defaultDevice(), 'memoryStats'));
+}
+
+/**
+ * Limits the bytes of live tensor storage, process-wide: `host` for the CPU, `device` for each CUDA
+ * device (null: no limit; a field left out keeps its value). An allocation that would pass the limit
+ * fails with an Error naming the size, the limit and what is live, instead of the machine swapping or
+ * the GPU running out. Returns the budget now in force. FUSED_ADAPTERS_HOST_MEMORY_LIMIT and
+ * FUSED_ADAPTERS_DEVICE_MEMORY_LIMIT ('512MiB', '8GB', bytes) set it when the addon loads.
+ */
+export function setMemoryBudget(budget: Partial<MemoryBudget>): MemoryBudget {
+  if (!budget || typeof budget !== 'object') throw new Error("setMemoryBudget: argument must be an object { host?, device? } of byte counts or null");
+  for (const k of Object.keys(budget))
+    if (k !== 'host' && k !== 'device') throw new Error(`setMemoryBudget: unknown field '${k}' (expected host, device)`);
+  return native().setMemoryBudget(budget.host, budget.device);
+}
+
+/** The memory budget now in force (see setMemoryBudget). */
+export function memoryBudget(): MemoryBudget {
+  return native().setMemoryBudget(undefined, undefined);
+}
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/** '512MiB', '8 GB', '1e9' → bytes; '' or 'none' → null. */
+export function parseByteSize(text: string, what: string): number | null {
+  const s = text.trim().toLowerCase();
+  if (s === '' || s === 'none') return null;
+  const m = /^(\d+(?:\.\d+)?(?:e\d+)?)\s*([a-z]*)$/.exec(s);
+  const unit = m ? UNITS[m[2]] : undefined;
+  if (!m || unit === undefined) throw new Error(`${what}: '${text}' is not a byte size (e.g. 2147483648, 512MiB, 8GB, none)`);
+  const bytes = Math.floor(Number(m[1]) * unit);
+  if (!Number.isFinite(bytes) || bytes > 9e18) throw new Error(`${what}: '${text}' is too large`);
+  return bytes;
+}
+
+function applyEnvBudget(addon: Native): void {
+  const env = (name: string) => {
+    const v = process.env[name];
+    return v === undefined ? null : parseByteSize(v, name);
+  };
+  const host = env('FUSED_ADAPTERS_HOST_MEMORY_LIMIT');
+  const device = env('FUSED_ADAPTERS_DEVICE_MEMORY_LIMIT');
+  // once per process: a worker thread loading the addon again does not undo setMemoryBudget
+  if (host !== null || device !== null) addon.applyEnvMemoryBudget(host, device);
 }
 
 /** Waits for queued GPU work on the device (a no-op on the CPU). */

@@ -1,6 +1,6 @@
 // Public exports only.
-export { buildInfo, devices, defaultDevice, memoryStats, synchronize } from './backend';
-export type { BuildInfo, DeviceInfo, MemoryStats } from './backend';
+export { buildInfo, devices, defaultDevice, memoryStats, memoryBudget, setMemoryBudget, synchronize } from './backend';
+export type { BuildInfo, DeviceInfo, MemoryBudget, MemoryStats } from './backend';
 export { Tensor, tensor, empty, full, zeros, ones, randn, rand } from './tensor';
 export type { DType, FloatDType, TensorOptions, RandomOptions } from './tensor';
 export { matmul, stack, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad } from './ops';

@@ -98,14 +98,65 @@ Napi::Value Devices(const Napi::CallbackInfo& info) {
   return a;
 }
 
+Napi::Value limitValue(Napi::Env env, uint64_t limit) {
+  return limit == kNoLimit ? env.Null() : Napi::Value(Napi::Number::New(env, double(limit)));
+}
+
 Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int device = argDevice(env, info[0], "memoryStats");
+  flushExternal(env);
   MemStats s = memStats(device);
   Napi::Object o = Napi::Object::New(env);
   o.Set("allocatedBytes", double(s.allocatedBytes));
   o.Set("reservedBytes", double(s.reservedBytes));
   o.Set("liveTensors", double(s.liveTensors));
+  o.Set("limitBytes", limitValue(env, s.limitBytes));
+  return o;
+}
+
+// A limit argument: a byte count, null (no limit) or undefined (keep `current`).
+uint64_t argLimit(Napi::Env env, Napi::Value v, uint64_t current, const char* op, const char* name) {
+  if (v.IsUndefined()) return current;
+  if (v.IsNull()) return kNoLimit;
+  double x = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+  if (!(x >= 0) || x != double(int64_t(x)) || x > 9.0e18)
+    fail(env, op, std::string("argument '") + name + "' must be a non-negative whole number of bytes or null");
+  return uint64_t(x);
+}
+
+Napi::Value budgetObject(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("host", limitValue(env, hostMemoryLimit()));
+  o.Set("device", limitValue(env, deviceMemoryLimit()));
+  return o;
+}
+
+// setMemoryBudget(host, device) -> { host, device }: byte counts, null for none, undefined to keep.
+Napi::Value SetMemoryBudget(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t host = argLimit(env, info[0], hostMemoryLimit(), "setMemoryBudget", "host");
+  uint64_t device = argLimit(env, info[1], deviceMemoryLimit(), "setMemoryBudget", "device");
+  setMemoryBudget(host, device);
+  return budgetObject(env);
+}
+
+// applyEnvMemoryBudget(host, device) -> whether applied: the environment's limits, once per process.
+Napi::Value ApplyEnvMemoryBudget(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint64_t host = argLimit(env, info[0], kNoLimit, "applyEnvMemoryBudget", "host");
+  uint64_t device = argLimit(env, info[1], kNoLimit, "applyEnvMemoryBudget", "device");
+  return Napi::Boolean::New(env, applyEnvMemoryBudget(host, device));
+}
+
+// externalMemory() -> { reportedBytes, pendingBytes }: this thread's tensor storage as V8 sees it (tests).
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  flushExternal(env);
+  ExternalAccount& a = *env.GetInstanceData<AddonData>()->external;
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("reportedBytes", double(a.reported.load()));
+  o.Set("pendingBytes", double(a.pending.load()));
   return o;
 }
 
@@ -156,6 +207,9 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
+  exports.Set("setMemoryBudget", Napi::Function::New(env, SetMemoryBudget, "setMemoryBudget"));
+  exports.Set("applyEnvMemoryBudget", Napi::Function::New(env, ApplyEnvMemoryBudget, "applyEnvMemoryBudget"));
+  exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory, "externalMemory"));
   exports.Set("synchronize", Napi::Function::New(env, Synchronize, "synchronize"));
   exports.Set("timerStart", Napi::Function::New(env, TimerStart, "timerStart"));
   exports.Set("timerStop", Napi::Function::New(env, TimerStop, "timerStop"));

@@ -1,5 +1,6 @@
 #include "memory.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -16,35 +17,91 @@ namespace fa {
 namespace {
 std::mutex gMutex;
 std::map<int, MemStats> gStats;  // per device; host reserved == allocated
+uint64_t gHostLimit = kNoLimit;    // guarded by gMutex
+uint64_t gDeviceLimit = kNoLimit;  // per CUDA device; guarded by gMutex
+bool gEnvApplied = false;          // guarded by gMutex
+
+size_t rounded(size_t bytes) { return bytes == 0 ? 64 : (bytes + 63) / 64 * 64; }
+
+std::string deviceLabel(int device) { return device == kCpu ? "cpu" : "cuda:" + std::to_string(device); }
 }  // namespace
 
-Buffer::Buffer(int device, size_t bytes) : bytes_(bytes), device_(device) {
-  size_t n = bytes == 0 ? 64 : (bytes + 63) / 64 * 64;
-  if (device == kCpu) {
-    ptr_ = std::aligned_alloc(64, n);
-    if (!ptr_) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes) + " bytes");
+std::string formatBytes(uint64_t bytes) {
+  char buf[64];
+  if (bytes < 1024) {
+    std::snprintf(buf, sizeof buf, "%llu bytes", static_cast<unsigned long long>(bytes));
   } else {
-#ifdef FA_WITH_CUDA
-    ptr_ = cuda::deviceAlloc(device, n);
-#else
-    throw std::runtime_error("this build has no CUDA support");
-#endif
+    const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = double(bytes) / 1024;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+      v /= 1024;
+      u++;
+    }
+    std::snprintf(buf, sizeof buf, "%.1f %s", v, units[u]);
   }
-  std::lock_guard<std::mutex> lock(gMutex);
-  MemStats& s = gStats[device];
-  s.allocatedBytes += bytes_;
-  s.liveTensors++;
+  return buf;
+}
+
+Buffer::Buffer(int device, size_t bytes) : bytes_(bytes), device_(device) { allocate(false); }
+
+Buffer::Buffer(int device, size_t bytes, std::shared_ptr<ExternalAccount> account)
+    : bytes_(bytes), device_(device), account_(std::move(account)) {
+  allocate(true);
+  if (account_) account_->pending.fetch_add(int64_t(bytes_));
+}
+
+void Buffer::allocate(bool budgeted) {
+  {
+    // Check and reserve under one lock, so concurrent allocations cannot pass the budget together.
+    std::lock_guard<std::mutex> lock(gMutex);
+    MemStats& s = gStats[device_];
+    if (budgeted) {
+      uint64_t limit = device_ == kCpu ? gHostLimit : gDeviceLimit;
+      if (limit != kNoLimit && (bytes_ > limit || s.allocatedBytes > limit - bytes_)) {
+        throw BudgetError("tensor allocation of " + formatBytes(bytes_) + " on " + deviceLabel(device_) +
+                          " exceeds the memory budget (" + (device_ == kCpu ? "host" : "device") + " limit " +
+                          formatBytes(limit) + ", " + formatBytes(s.allocatedBytes) +
+                          " in live tensors); dispose() tensors you no longer need or raise the limit with "
+                          "setMemoryBudget");
+      }
+    }
+    s.allocatedBytes += bytes_;
+    s.liveTensors++;
+  }
+  try {
+    if (device_ == kCpu) {
+      ptr_ = std::aligned_alloc(64, rounded(bytes_));
+      if (!ptr_) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes_) + " bytes");
+    } else {
+#ifdef FA_WITH_CUDA
+      ptr_ = cuda::deviceAlloc(device_, rounded(bytes_));
+#else
+      throw std::runtime_error("this build has no CUDA support");
+#endif
+    }
+  } catch (...) {
+    std::lock_guard<std::mutex> lock(gMutex);
+    MemStats& s = gStats[device_];
+    s.allocatedBytes -= bytes_;
+    s.liveTensors--;
+    throw;
+  }
 }
 
 Buffer::~Buffer() {
   if (device_ == kCpu) std::free(ptr_);
 #ifdef FA_WITH_CUDA
-  else cuda::deviceFree(device_, ptr_, bytes_ == 0 ? 64 : (bytes_ + 63) / 64 * 64);
+  else cuda::deviceFree(device_, ptr_, rounded(bytes_));
 #endif
-  std::lock_guard<std::mutex> lock(gMutex);
-  MemStats& s = gStats[device_];
-  s.allocatedBytes -= bytes_;
-  s.liveTensors--;
+  {
+    std::lock_guard<std::mutex> lock(gMutex);
+    MemStats& s = gStats[device_];
+    s.allocatedBytes -= bytes_;
+    s.liveTensors--;
+  }
+  // Any thread: the JS thread reports this to V8 on its next call.
+  if (account_) account_->pending.fetch_sub(int64_t(bytes_));
 }
 
 MemStats memStats(int device) {
@@ -53,12 +110,39 @@ MemStats memStats(int device) {
     std::lock_guard<std::mutex> lock(gMutex);
     auto it = gStats.find(device);
     if (it != gStats.end()) s = it->second;
+    s.limitBytes = device == kCpu ? gHostLimit : gDeviceLimit;
   }
   if (device == kCpu) s.reservedBytes = s.allocatedBytes;
 #ifdef FA_WITH_CUDA
   else s.reservedBytes = cuda::reservedBytes(device);
 #endif
   return s;
+}
+
+void setMemoryBudget(uint64_t host, uint64_t device) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  gHostLimit = host;
+  gDeviceLimit = device;
+  gEnvApplied = true;  // an explicit budget wins over the environment read later (e.g. by a worker)
+}
+
+uint64_t hostMemoryLimit() {
+  std::lock_guard<std::mutex> lock(gMutex);
+  return gHostLimit;
+}
+
+uint64_t deviceMemoryLimit() {
+  std::lock_guard<std::mutex> lock(gMutex);
+  return gDeviceLimit;
+}
+
+bool applyEnvMemoryBudget(uint64_t host, uint64_t device) {
+  std::lock_guard<std::mutex> lock(gMutex);
+  if (gEnvApplied) return false;
+  gEnvApplied = true;
+  gHostLimit = host;
+  gDeviceLimit = device;
+  return true;
 }
 
 }  // namespace fa

@@ -74,6 +74,19 @@ DType argDType(Napi::Env env, Napi::Value v, const char* op, const char* name) {
   return t;
 }
 
+void flushExternal(Napi::Env env) {
+  auto* data = env.GetInstanceData<AddonData>();
+  if (!data) return;
+  ExternalAccount& a = *data->external;
+  int64_t change = a.pending.exchange(0);
+  if (change == 0) return;
+  // The C call rather than Napi::MemoryManagement::AdjustExternalMemory, whose failure path
+  // aborts the process; on failure the change stays pending for the next call.
+  int64_t total = 0;
+  if (napi_adjust_external_memory(env, change, &total) == napi_ok) a.reported.fetch_add(change);
+  else a.pending.fetch_add(change);
+}
+
 Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, int device, const char* op) {
   checkDevice(env, device, op);
   auto* data = env.GetInstanceData<AddonData>();
@@ -83,10 +96,12 @@ Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType d
   t.dtype = dtype;
   t.device = device;
   try {
-    t.buf = std::make_shared<Buffer>(device, t.bytes());
+    t.buf = std::make_shared<Buffer>(device, t.bytes(), data->external);
   } catch (const std::exception& e) {
+    flushExternal(env);
     fail(env, op, e.what());
   }
+  flushExternal(env);  // this allocation, and whatever finalizers or workers freed since the last call
   return obj;
 }
 
@@ -231,11 +246,14 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
   // data() returns must not show up in the result the worker reads later.
   TensorImpl snap = t;
   try {
-    snap.buf = std::make_shared<Buffer>(t.device, t.bytes());
+    snap.buf = std::make_shared<Buffer>(t.device, t.bytes(), env.GetInstanceData<AddonData>()->external);
     copyConvert(t, snap, "data");
   } catch (const std::exception& e) {
+    snap.buf.reset();
+    flushExternal(env);
     fail(env, "data", e.what());
   }
+  flushExternal(env);
   auto* w = new ReadWorker(env, snap);
   Napi::Promise p = w->promise();
   w->Queue();
@@ -319,7 +337,8 @@ Napi::Value TensorWrap::reshape(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value TensorWrap::dispose(const Napi::CallbackInfo& info) {
-  impl.buf.reset();  // idempotent; in-flight async reads keep their own reference
+  impl.buf.reset();  // idempotent; in-flight async reads and reshape views keep their own reference
+  flushExternal(info.Env());  // the storage's last owner gone: V8 hears of it now
   return info.Env().Undefined();
 }
 

@@ -53,7 +53,14 @@ class TensorWrap : public Napi::ObjectWrap<TensorWrap> {
 // Per-addon-instance state (worker threads load the addon again).
 struct AddonData {
   Napi::FunctionReference tensorCtor;
+  // Tensor storage bytes reported to this thread's V8 heap; shared with the buffers,
+  // which may outlive the env (and be freed on other threads).
+  std::shared_ptr<ExternalAccount> external = std::make_shared<ExternalAccount>();
 };
+
+// Reports the tensor storage allocated and freed since the last call to V8
+// (napi_adjust_external_memory). JS thread only; cheap when nothing changed.
+void flushExternal(Napi::Env env);
 
 // Throws a JS Error "op: message".
 [[noreturn]] void fail(Napi::Env env, const std::string& op, const std::string& msg);

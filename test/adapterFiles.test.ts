@@ -173,14 +173,15 @@ test('adapter_config.json and head_config.json have exactly AdapterHub\'s keys, 
   expect(text.endsWith('\n}')).toBe(true);
 
   const h = readJson(path.join(dir, ADAPTER_FILES.headConfig));
-  expect(Object.keys(h).sort()).toEqual(HUB_TOP_KEYS);
+  expect(Object.keys(h).sort()).toEqual([...HUB_TOP_KEYS, 'save_id'].sort()); // save_id: ours, one per save
+  expect(h.save_id).toBe(j.backbone.save_id);
   expect(h).toEqual({
     config: {
       head_type: 'classification', num_labels: 3, layers: 2, activation_function: 'tanh',
       label2id: { neg: 0, neu: 1, pos: 2 }, use_pooler: false, bias: true, dropout_prob: null,
     },
     hidden_size: H, model_class: 'BertAdapterModel', model_name: a.modelName, model_type: 'bert', name: 'task',
-    version: ADAPTERHUB_VERSION,
+    version: ADAPTERHUB_VERSION, save_id: expect.stringMatching(/^[0-9a-f]{32}$/),
   });
   const b = await bert();
   expect(loadAdapter(b, dir).labels).toEqual(['neg', 'neu', 'pos']);
@@ -193,7 +194,7 @@ test('safetensors files hold AdapterHub names, F32, metadata {format: pt}', asyn
   const dir = tmp();
   saveAdapter(a, dir, 'task');
   const st = SafetensorsFile.open(path.join(dir, ADAPTER_FILES.weights));
-  expect(st.metadata).toEqual({ format: 'pt' });
+  expect(st.metadata).toEqual({ format: 'pt', save_id: expect.stringMatching(/^[0-9a-f]{32}$/) });
   const names = st.names();
   expect(names).toHaveLength(16);
   expect(names).toEqual([...a.adapterParameters('task').keys()].sort());
@@ -204,7 +205,7 @@ test('safetensors files hold AdapterHub names, F32, metadata {format: pt}', asyn
   for (const n of names) expect(st.info(n).dtype).toBe('F32');
   expect(st.info('bert.encoder.layer.0.output.adapters.task.adapter_down.0.weight').shape).toEqual([4, H]);
   const hs = SafetensorsFile.open(path.join(dir, ADAPTER_FILES.headWeights));
-  expect(hs.metadata).toEqual({ format: 'pt' });
+  expect(hs.metadata).toEqual({ format: 'pt', save_id: st.metadata.save_id });
   expect(hs.names()).toEqual(['heads.task.1.bias', 'heads.task.1.weight', 'heads.task.4.bias', 'heads.task.4.weight']);
   expect(hs.info('heads.task.4.weight').shape).toEqual([3, H]);
 

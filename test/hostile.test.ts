@@ -54,7 +54,7 @@ describe('config values that size allocations', () => {
     const r = await timed(loadBackbone(dir, { device: 'cpu' }));
     expect(r.err?.message).toMatch(/num_hidden_layers must be an integer in \[1, 1000\]/);
     expect(r.ms).toBeLessThan(2000);
-    expect(memoryStats('cpu').liveTensors).toBe(before);
+    expect(memoryStats('cpu').liveTensors).toBeLessThanOrEqual(before); // earlier tests' dropped tensors may be collected meanwhile
   });
 
   test('a layer count within limits but beyond the file fails on the header with a summary', async () => {

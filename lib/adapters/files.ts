@@ -2,11 +2,15 @@
 // adapters move both ways between this package and Python:
 //
 //   dir/adapter_config.json       {config, hidden_size, model_class, model_name, model_type, name, version}
-//                                 plus `backbone` {weight_hash, num_layers, hidden_size, model_type}, which
+//                                 plus `backbone` {weight_hash, num_layers, hidden_size, model_type, save_id}, which
 //                                 AdapterHub ignores and which lets this package recognise its backbone
-//   dir/adapter.safetensors       the adapter's tensors under AdapterHub's names, F32, metadata {format: pt}
-//   dir/head_config.json          {config, hidden_size, model_class, model_name, model_type, name, version}
-//   dir/model_head.safetensors    heads.<name>.1.weight/bias, heads.<name>.4.weight/bias
+//   dir/adapter.safetensors       the adapter's tensors under AdapterHub's names, F32, metadata {format: pt, save_id}
+//   dir/head_config.json          {config, hidden_size, model_class, model_name, model_type, name, version, save_id}
+//   dir/model_head.safetensors    heads.<name>.1.weight/bias, heads.<name>.4.weight/bias, metadata {format: pt, save_id}
+//
+// A save replaces `dir` as a whole (lib/atomicDir.ts: a fresh sibling directory, then two renames), so after a
+// kill at any instant the directory holds one complete save; save_id (128 random bits, the same in every file of
+// one save) lets the loader refuse files from different saves. Files without a save id (AdapterHub's) load as before.
 //
 // The JSON is written as Python's json.dump(..., indent=2, sort_keys=True) writes it, with float fields
 // (scaling, dropout, ...) keeping a decimal point: AdapterHub tests `isinstance(scaling, float)`, so a
@@ -14,6 +18,7 @@
 //
 // Pickle files (pytorch_adapter.bin, pytorch_model_head.bin) are never read.
 import * as fs from 'fs';
+import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { BnConfig, bottleneckSize, configName, resolveConfig } from '../backbone/adapterConfig';
@@ -213,7 +218,7 @@ interface HeadFiles {
   tensors: Record<string, TensorToWrite>;
 }
 
-function headFiles(model: Backbone, name: string, labels: (string | number)[] | undefined, where: string): HeadFiles {
+function headFiles(model: Backbone, name: string, labels: (string | number)[] | undefined, where: string, saveId: string): HeadFiles {
   const head = model.head(name);
   if (!head) throw new Error(`${where}: no head named '${name}'`);
   const dropout = head.dropout === model.config.hiddenDropout ? null : new PyFloat(head.dropout);
@@ -228,35 +233,53 @@ function headFiles(model: Backbone, name: string, labels: (string | number)[] | 
     model_type: model.config.modelType,
     name,
     version: ADAPTERHUB_VERSION,
+    save_id: saveId, // ours; AdapterHub ignores unknown top-level keys
   };
   return { config: pyJson(json), tensors: f32Tensors(head.parameters()) };
 }
 
-function ensureDir(dir: string, where: string): void {
-  try {
-    fs.mkdirSync(dir, { recursive: true });
-  } catch (e) {
-    throw new Error(`${where}: cannot create directory ${dir}: ${(e as Error).message}`);
-  }
-  if (!fs.statSync(dir).isDirectory()) throw new Error(`${where}: ${dir} is not a directory`);
+/** Entries that an adapter or head save writes into its directory (plus our per-file temporaries of older releases). */
+const SAVED_FILES: readonly string[] = Object.values(ADAPTER_FILES);
+const HEAD_FILES: readonly string[] = [ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights];
+const isLeftoverTemp = (n: string, names: readonly string[]) => names.some((f) => n.startsWith(`${f}.tmp-`) && /^\d+-[0-9a-f]+$/.test(n.slice(f.length + 5)));
+
+/** The save id recorded in a JSON file of ours (adapter_config.json: backbone.save_id; head_config.json: save_id). */
+function jsonSaveId(json: Record<string, unknown>): string | undefined {
+  const bb = json.backbone && typeof json.backbone === 'object' ? (json.backbone as Record<string, unknown>) : null;
+  const id = bb ? bb.save_id : json.save_id;
+  return typeof id === 'string' ? id : undefined;
 }
 
-function writeHead(dir: string, h: HeadFiles): void {
-  writeSafetensors(path.join(dir, ADAPTER_FILES.headWeights), h.tensors, { format: 'pt' });
+/**
+ * Refuses two files of one directory that record different save ids. A file without an id (written by
+ * AdapterHub or by hand) is not compared: only files of ours are known to belong to one save.
+ */
+function checkSameSave(dir: string, a: [string, string | undefined], b: [string, string | undefined], where: string): void {
+  if (a[1] === undefined || b[1] === undefined || a[1] === b[1]) return;
+  throw new Error(`${where}: ${a[0]} and ${b[0]} in ${dir} come from different saves (save id ${a[1].slice(0, 12)}… and `
+    + `${b[1].slice(0, 12)}…); the directory was assembled from two saves or overwritten in part. Save the adapter again`);
+}
+
+function writeHead(dir: string, h: HeadFiles, saveId: string): void {
+  writeSafetensors(path.join(dir, ADAPTER_FILES.headWeights), h.tensors, { format: 'pt', save_id: saveId });
   writeFileAtomic(path.join(dir, ADAPTER_FILES.headConfig), h.config);
 }
 
 /**
- * Saves adapter `name` (and its head) into `dir` in AdapterHub's format. Each file is written atomically;
- * the weights go first and adapter_config.json last. Without a head, head files left in `dir` by an
- * earlier save are removed, so that the directory never pairs this adapter with another head.
+ * Saves adapter `name` (and its head) into `dir` in AdapterHub's format. The directory is replaced as a
+ * whole (lib/atomicDir.ts): readers, also after a kill at any instant, find the previous save or this one,
+ * never a mix; a directory holding files that a save does not write is refused. Every file records this
+ * save's id (adapter_config.json backbone.save_id, head_config.json save_id, the safetensors metadata
+ * save_id), so files from different saves are refused by loadAdapter. Without a head, head files of an
+ * earlier save are dropped, so that the directory never pairs this adapter with another head.
  */
 export function saveAdapter(model: Backbone, dir: string, name: string, opts: SaveAdapterOptions = {}): void {
   const where = 'saveAdapter';
   const cfg = model.adapterConfig(name); // throws for an unknown adapter
   const withHead = opts.withHead ?? model.head(name) !== undefined;
   if (opts.labels !== undefined && !withHead) throw new Error(`${where}: labels are recorded with the head; there is no head '${name}' to save`);
-  const head = withHead ? headFiles(model, name, opts.labels, where) : null;
+  const saveId = newSaveId();
+  const head = withHead ? headFiles(model, name, opts.labels, where, saveId) : null;
   const json = {
     config: adapterConfigDict(cfg),
     hidden_size: model.config.hiddenSize,
@@ -267,25 +290,42 @@ export function saveAdapter(model: Backbone, dir: string, name: string, opts: Sa
     version: ADAPTERHUB_VERSION,
     backbone: {
       weight_hash: model.weightHash, num_layers: model.config.numLayers,
-      hidden_size: model.config.hiddenSize, model_type: model.config.modelType,
+      hidden_size: model.config.hiddenSize, model_type: model.config.modelType, save_id: saveId,
     },
   };
   const configText = pyJson(json);
   const tensors = f32Tensors(model.adapterParameters(name));
-  ensureDir(dir, where);
-  writeSafetensors(path.join(dir, ADAPTER_FILES.weights), tensors, { format: 'pt' });
-  if (head) writeHead(dir, head);
-  else
-    for (const f of [ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights])
-      fs.rmSync(path.join(dir, f), { force: true });
-  writeFileAtomic(path.join(dir, ADAPTER_FILES.config), configText);
+  replaceDirAtomic(dir, (tmp) => {
+    writeSafetensors(path.join(tmp, ADAPTER_FILES.weights), tensors, { format: 'pt', save_id: saveId });
+    if (head) writeHead(tmp, head, saveId);
+    writeFileAtomic(path.join(tmp, ADAPTER_FILES.config), configText);
+  }, { where, owns: (n) => SAVED_FILES.includes(n) || isLeftoverTemp(n, SAVED_FILES) });
 }
 
-/** Saves head `name` alone into `dir` (head_config.json and model_head.safetensors). */
+/**
+ * Saves head `name` alone into `dir` (head_config.json and model_head.safetensors), replacing the directory
+ * as a whole like saveAdapter. An adapter saved in `dir` is kept (carried into the new directory) and the head
+ * joins its save (records its save id), so loadAdapter loads the two together.
+ */
 export function saveHead(model: Backbone, dir: string, name: string, opts: SaveHeadOptions = {}): void {
-  const h = headFiles(model, name, opts.labels, 'saveHead');
-  ensureDir(dir, 'saveHead');
-  writeHead(dir, h);
+  const where = 'saveHead';
+  recoverDir(dir);
+  let saveId = newSaveId();
+  const adapterCfg = path.join(dir, ADAPTER_FILES.config);
+  if (fs.existsSync(adapterCfg)) {
+    try {
+      saveId = jsonSaveId(JSON.parse(fs.readFileSync(adapterCfg, 'utf8'))) ?? saveId;
+    } catch {
+      // not ours, or unreadable: the head gets its own id
+    }
+  }
+  const h = headFiles(model, name, opts.labels, where, saveId);
+  const adapterFiles = SAVED_FILES.filter((f) => !HEAD_FILES.includes(f));
+  replaceDirAtomic(dir, (tmp) => writeHead(tmp, h, saveId), {
+    where,
+    owns: (n) => HEAD_FILES.includes(n) || isLeftoverTemp(n, SAVED_FILES),
+    carry: (n) => adapterFiles.includes(n),
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,6 +582,7 @@ function openSaved(dir: string, cfgName: string, weightsName: string, pickleName
 /** Reads head_config.json + model_head.safetensors of `dir` and adds the head to `model`. */
 export function loadHead(model: Backbone, dir: string, opts: LoadHeadOptions = {}): LoadedHead {
   const where = 'loadHead';
+  dir = recoverDir(dir); // a save stopped between its renames (lib/atomicDir.ts)
   const { cfgFile, json, file, saved } = openSaved(dir, ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights, 'head', where);
   const name = opts.loadAs ?? saved;
   const what = `head '${saved}'`;
@@ -561,6 +602,12 @@ export function loadHead(model: Backbone, dir: string, opts: LoadHeadOptions = {
   const labels = labelsOf(c.label2id, numLabels as number, `${where}: ${what}`);
   const dropout = typeof c.dropout_prob === 'number' ? c.dropout_prob : undefined;
   const st = openSafetensors(file, where);
+  try {
+    checkSameSave(dir, [ADAPTER_FILES.headConfig, jsonSaveId(json)], [path.basename(file), st.metadata.save_id], where);
+  } catch (e) {
+    st.close();
+    throw e;
+  }
   const warnings: string[] = [];
   model.addClassificationHead(name, { numLabels: numLabels as number, layers: 2, dropout });
   try {
@@ -586,6 +633,7 @@ const LAYER_INDEX = /\.layer\.(\d+)\./;
  */
 export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptions = {}): LoadedAdapter {
   const where = 'loadAdapter';
+  dir = recoverDir(dir); // a save stopped between its renames (lib/atomicDir.ts)
   const { cfgFile, json, file, saved } = openSaved(dir, ADAPTER_FILES.config, ADAPTER_FILES.weights, ADAPTER_FILES.pickleWeights, 'adapter', where);
   const name = opts.loadAs ?? saved;
   const what = `adapter '${saved}'`;
@@ -603,6 +651,7 @@ export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptio
   const { config, invertible } = toBnConfig(json.config, typeof json.version === 'string', `${where}: ${cfgFile}`);
   const st = openSafetensors(file, where);
   try {
+    checkSameSave(dir, [ADAPTER_FILES.config, jsonSaveId(json)], [path.basename(file), st.metadata.save_id], where);
     const prefix = model.names.prefix + '.';
     const from = `adapters.${saved}.`;
     const to = `adapters.${name}.`;
@@ -657,6 +706,8 @@ export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptio
   }
   if (opts.withHead === false || !hasHead) return { name, warnings };
   try {
+    const headCfg = path.join(dir, ADAPTER_FILES.headConfig);
+    if (fs.existsSync(headCfg)) checkSameSave(dir, [ADAPTER_FILES.config, jsonSaveId(json)], [ADAPTER_FILES.headConfig, jsonSaveId(readJson(headCfg, where))], where);
     const h = loadHead(model, dir, { loadAs: name, strict });
     warnings.push(...h.warnings);
     return h.labels ? { name, warnings, labels: h.labels } : { name, warnings };

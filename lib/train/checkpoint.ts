@@ -1,7 +1,9 @@
-// Training checkpoints: trainable tensors, optimizer moments and the trainer's position,
-// written atomically (each file to a temporary name, then renamed; the JSON that names
-// the tensor file last), so a crash mid-save leaves the previous checkpoint usable.
+// Training checkpoints: trainable tensors, optimizer moments and the trainer's position.
+// The checkpoint directory is replaced as a whole (lib/atomicDir.ts), so after a crash or kill
+// at any instant it holds the previous checkpoint or the new one, complete; both files record
+// the save's id and a pair from different saves is refused.
 import * as fs from 'fs';
+import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { SafetensorsFile, writeSafetensors, TensorToWrite } from '../backbone/safetensors';
@@ -22,6 +24,8 @@ export interface CheckpointState {
   evalsWithoutImprovement: number;
   labels: (string | number)[];
   tensorsFile: string;
+  /** Written by saveCheckpoint; the same id is in the tensors file's metadata. */
+  saveId?: string;
 }
 
 export interface CheckpointData {
@@ -37,8 +41,12 @@ function writeJsonAtomic(file: string, value: unknown): void {
   writeTextAtomic(file, JSON.stringify(value, null, 2));
 }
 
+const STATE_FILE = 'trainer_state.json';
+const TENSORS_FILE = /^checkpoint-\d+\.safetensors$/;
+/** What a checkpoint directory holds (and per-file temporaries that older releases could leave). */
+const ownsEntry = (n: string) => n === STATE_FILE || TENSORS_FILE.test(n) || /^(trainer_state\.json|checkpoint-\d+\.safetensors)\.tmp-\d+-[0-9a-f]+$/.test(n);
+
 export function saveCheckpoint(dir: string, data: CheckpointData, shapes: Map<string, number[]>): void {
-  fs.mkdirSync(dir, { recursive: true });
   const tensors: Record<string, TensorToWrite> = {};
   const put = (prefix: string, m: Map<string, Float32Array>) => {
     for (const [k, v] of m) tensors[`${prefix}${k}`] = { dtype: 'F32', shape: shapes.get(k) ?? [v.length], data: v };
@@ -49,14 +57,15 @@ export function saveCheckpoint(dir: string, data: CheckpointData, shapes: Map<st
   put('master.', data.master);
   put('best.', data.best);
   const file = `checkpoint-${data.state.position.step}.safetensors`;
-  writeSafetensors(path.join(dir, file), tensors, { format: 'fused-adapters-checkpoint' });
-  const previous = readState(dir);
-  writeJsonAtomic(path.join(dir, 'trainer_state.json'), { ...data.state, tensorsFile: file });
-  if (previous && previous.tensorsFile !== file) fs.rmSync(path.join(dir, previous.tensorsFile), { force: true });
+  const saveId = newSaveId();
+  replaceDirAtomic(dir, (tmp) => {
+    writeSafetensors(path.join(tmp, file), tensors, { format: 'fused-adapters-checkpoint', save_id: saveId });
+    writeJsonAtomic(path.join(tmp, STATE_FILE), { ...data.state, tensorsFile: file, saveId });
+  }, { where: 'checkpoint', owns: ownsEntry });
 }
 
 function readState(dir: string): CheckpointState | null {
-  const f = path.join(dir, 'trainer_state.json');
+  const f = path.join(dir, STATE_FILE);
   if (!fs.existsSync(f)) return null;
   try {
     return JSON.parse(fs.readFileSync(f, 'utf8')) as CheckpointState;
@@ -66,10 +75,15 @@ function readState(dir: string): CheckpointState | null {
 }
 
 export function loadCheckpoint(dir: string): CheckpointData {
+  dir = recoverDir(dir); // a save stopped between its renames
   const state = readState(dir);
   if (!state) throw new Error(`checkpoint: no trainer_state.json in ${dir}`);
   if (state.version !== 1) throw new Error(`checkpoint: unsupported version ${String(state.version)} in ${dir}`);
   const st = SafetensorsFile.open(path.join(dir, state.tensorsFile));
+  const stId = st.metadata.save_id;
+  if (state.saveId !== undefined && stId !== undefined && state.saveId !== stId)
+    throw new Error(`checkpoint: trainer_state.json and ${state.tensorsFile} in ${dir} come from different saves `
+      + `(save id ${state.saveId.slice(0, 12)}… and ${stId.slice(0, 12)}…)`);
   const maps = { param: new Map(), exp_avg: new Map(), exp_avg_sq: new Map(), master: new Map(), best: new Map() } as Record<string, Map<string, Float32Array>>;
   for (const n of st.names()) {
     const dot = n.indexOf('.');
@@ -81,5 +95,5 @@ export function loadCheckpoint(dir: string): CheckpointData {
 }
 
 export function hasCheckpoint(dir: string): boolean {
-  return fs.existsSync(path.join(dir, 'trainer_state.json'));
+  return fs.existsSync(path.join(recoverDir(dir), STATE_FILE));
 }

@@ -51,9 +51,16 @@ __device__ __forceinline__ void warpSoftmaxStats(float& m, float& s) {
   }
 }
 
-// Adds v to a lane's running (max, sum); -inf adds nothing.
+// Adds v to a lane's running (max, sum); -inf adds nothing. A NaN poisons the pair as (+inf, NaN),
+// which every merge and every probability then carries: a row with a NaN score is NaN, as in PyTorch
+// (without this, a row of NaN scores would look like a row with nothing to attend to).
 __device__ __forceinline__ void addSoftmax(float& m, float& s, float v) {
   if (v == -INFINITY) return;
+  if (v != v) {
+    m = INFINITY;
+    s = NAN;
+    return;
+  }
   if (v > m) {
     s = (m == -INFINITY ? 0.0f : s * expf(m - v)) + 1.0f;
     m = v;

@@ -4,14 +4,15 @@ import cjs from '../dist/lib/index.js';
 
 export const {
   AdamW, Backbone, BottleneckAdapter, ClassificationHead, DEFAULT_CONFIGS, DataLoader,
-  ForwardResult, LRSchedule, LabelMap, PARAM_NAMES, Tensor, Tokenizer, activation, activationGrad,
-  adamwStep, adapterBackward, adapterForward, adapterForwardBatched, add, buildInfo, buildVocab,
-  buildWordPieceTokenizerJson, cast, clipGradNorm, colSum, defaultDevice, defaultNoDecay, devices,
-  downloadFromHub, dropout, dropoutBackward, embedding, embeddingBackward, empty, evaluate, fill,
-  full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward, loadAdapter, loadBackbone,
-  loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryBudget, memoryStats, mul,
-  ones, placeInHubCache, rand, randn, randomFill, readExamples, resolveConfig, resolveModelDir,
-  rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, softmaxCrossEntropy,
-  stack, sub, sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  ForwardResult, LRSchedule, LabelMap, NonFiniteError, PARAM_NAMES, Tensor, Tokenizer, activation,
+  activationGrad, adamwStep, adapterBackward, adapterForward, adapterForwardBatched, add, buildInfo,
+  buildVocab, buildWordPieceTokenizerJson, cast, clipGradNorm, colSum, defaultDevice,
+  defaultNoDecay, devices, downloadFromHub, dropout, dropoutBackward, embedding, embeddingBackward,
+  empty, evaluate, fill, full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward,
+  loadAdapter, loadBackbone, loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul,
+  memoryBudget, memoryStats, mul, ones, placeInHubCache, rand, randn, randomFill, readExamples,
+  resolveConfig, resolveModelDir, rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace,
+  setMemoryBudget, softmaxCrossEntropy, stack, sub, sumOfSquares, synchronize, tensor, train,
+  transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -92,6 +92,7 @@ export function makeProgram(): Command {
     .option('--log <file>', 'JSONL training log')
     .option('--checkpoint-dir <dir>', 'save checkpoints here (and resume from them with --resume)')
     .option('--resume', 'resume from --checkpoint-dir')
+    .option('--skip-non-finite', 'skip steps whose loss or gradients are NaN/Infinity (default: stop with an error naming where they appeared)')
     .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
     .action(async (o) => {
       const config = configName(o.adapter);
@@ -106,7 +107,7 @@ export function makeProgram(): Command {
       const res = await train({
         model, adapter: o.name, tokenizer, trainData, evalData, labels, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize,
         maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
-        checkpointEvery: o.checkpointDir ? 50 : undefined,
+        checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite,
       });
       model.saveAdapter(o.out, o.name, { labels: labels.labels });
       console.log(model.summary());

@@ -15,6 +15,7 @@ export * from './nn';
 export { loadBackbone } from './backbone/load';
 export type { LoadOptions } from './backbone/load';
 export { Backbone, ForwardResult } from './backbone/model';
+export { NonFiniteError } from './backbone/finite';
 export type { ForwardOptions } from './backbone/model';
 export type { ModelInputs } from './backbone/inputs';
 export { resolveConfig, DEFAULT_CONFIGS } from './backbone/adapterConfig';

@@ -267,6 +267,22 @@ describe(`maskedSoftmax (seed ${SEED})`, () => {
         expect(Array.from(maskedSoftmax(s, { scale, keyMask: tensor(maskArr, [B, Tk], { dtype: mdt }) }).toArray())).toEqual(Array.from(out));
     });
 
+  test('NaN scores give NaN probabilities, as in PyTorch (a row of NaN is not a row with nothing to attend to); masked keys stay 0', () => {
+    const [B, Tk] = [2, 5];
+    const s = Float32Array.from({ length: B * 2 * Tk }, () => r.normal());
+    s.fill(NaN, 0, Tk);          // batch 0, row 0: every score NaN
+    s[Tk + 2] = NaN;             // batch 0, row 1: one NaN
+    s[3 * Tk + 1] = Infinity;    // batch 1, row 1: +Infinity (exp(inf - inf) is NaN in PyTorch too)
+    const mask = tensor([1, 1, 1, 1, 0, 1, 1, 1, 0, 1], [B, Tk]);
+    const p = maskedSoftmax(tensor(s, [B, 1, 2, Tk]), { keyMask: mask }).toArray();
+    const row = (i: number) => Array.from(p.subarray(i * Tk, (i + 1) * Tk));
+    expect(row(0)).toEqual([NaN, NaN, NaN, NaN, 0]);
+    expect(row(1)).toEqual([NaN, NaN, NaN, NaN, 0]);
+    expect(row(2).every(Number.isFinite)).toBe(true);
+    expect(row(3)[1]).toBeNaN();
+    expect(row(3)[3]).toBe(0);
+  });
+
   test('without a mask: any rank, softmax over the last dimension, default scale 1', () => {
     for (const shape of [[1, 1], [7, 33], [2, 3, 130], [513]]) {
       const s = randn(shape, { seed: seed(), std: 4 });

@@ -27,6 +27,13 @@ export function linearBackward(s: Scope, dy: Tensor, l: Linear): Tensor {
 
 export interface Dropout { p: number; seed: number }
 
+/**
+ * Looks at an intermediate tensor as the forward makes it, by the name of the op that made it
+ * (Hugging Face module names: 'attention.self.query', 'output.LayerNorm', ...). Used to find where
+ * non-finite values first appear (lib/backbone/finite.ts); absent in normal runs.
+ */
+export type Probe = (op: string, t: Tensor) => void;
+
 function maybeDropout(s: Scope, x: Tensor, d: Dropout | null): Tensor {
   return d && d.p > 0 ? s.t(dropout(x, d.p, d.seed)) : x;
 }
@@ -39,7 +46,7 @@ export interface AttentionWeights { q: Linear; k: Linear; v: Linear }
 
 /** Multi-head self-attention: ctx [B, T, H] and its backward (dctx → dx). */
 export function attention(
-  s: Scope, x: Tensor, w: AttentionWeights, numHeads: number, keyMask: Tensor, drop: Dropout | null,
+  s: Scope, x: Tensor, w: AttentionWeights, numHeads: number, keyMask: Tensor, drop: Dropout | null, probe?: Probe,
 ): { ctx: Tensor; back: (dctx: Tensor) => Tensor } {
   const [B, T, H] = x.shape;
   const dh = H / numHeads;
@@ -47,13 +54,14 @@ export function attention(
   const view = (t: Tensor, shape: number[]) => s.t(t.reshape(shape));
   const split = (t: Tensor) => view(s.t(transpose12(view(t, [B, T, numHeads, dh]))), [B * numHeads, T, dh]);
   const merge = (t: Tensor) => view(s.t(transpose12(view(t, [B, numHeads, T, dh]))), [B, T, H]);
-  const q = split(linear(s, x, w.q));
-  const k = split(linear(s, x, w.k));
-  const v = split(linear(s, x, w.v));
-  const scores = view(s.t(matmul(q, k, { transB: true })), [B, numHeads, T, T]);
-  const probs = s.t(maskedSoftmax(scores, { scale, keyMask }));
+  const see = (op: string, t: Tensor) => (probe?.(op, t), t);
+  const q = split(see('attention.self.query', linear(s, x, w.q)));
+  const k = split(see('attention.self.key', linear(s, x, w.k)));
+  const v = split(see('attention.self.value', linear(s, x, w.v)));
+  const scores = see('attention.self (scores q·kᵀ)', view(s.t(matmul(q, k, { transB: true })), [B, numHeads, T, T]));
+  const probs = see('attention.self (softmax)', s.t(maskedSoftmax(scores, { scale, keyMask })));
   const pd = view(maybeDropout(s, probs, drop), [B * numHeads, T, T]);
-  const ctx = merge(s.t(matmul(pd, v)));
+  const ctx = see('attention.self (context)', merge(s.t(matmul(pd, v))));
   const back = (dctx: Tensor): Tensor => {
     const dc = split(dctx);
     const dpd = s.t(matmul(dc, v, { transB: true }));
@@ -92,7 +100,9 @@ export interface SiteAdapter {
  */
 export function outputBlock(
   s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null, lnGrad?: LnAccumulate,
+  probe?: { see: Probe; site: string },
 ): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
+  const see = <T extends { out: Tensor }>(op: string, r: T): T => (probe?.see(`${probe.site}.${op}`, r.out), r);
   const run = (input: Tensor, residual?: Tensor): { out: Tensor; saved: AdapterSaved } => {
     if (ad!.batched) {
       const b = ad!.batched;
@@ -134,12 +144,12 @@ export function outputBlock(
   };
 
   if (!ad) {
-    const n = finalLn(h);
+    const n = see('LayerNorm', finalLn(h));
     return { out: n.out, back: (dOut) => { const g = lnBack(dOut, h, x, n); return { dh: g, dx: g }; } };
   }
   if (ad.config.is_parallel) {
-    const a = run(x, h);
-    const n = finalLn(a.out);
+    const a = see('adapters (parallel bottleneck)', run(x, h));
+    const n = see('LayerNorm', finalLn(a.out));
     return {
       out: n.out,
       back: (dOut) => {
@@ -152,8 +162,9 @@ export function outputBlock(
   if (ad.config.original_ln_before) {
     const pre = layerNorm(h, ln.weight, ln.bias, { eps, residual: x });
     s.t(pre.out); s.t(pre.mean); s.t(pre.rstd);
-    const a = run(pre.out, h);
-    const n = finalLn(a.out);
+    see('LayerNorm (before the adapter)', pre);
+    const a = see('adapters (bottleneck)', run(pre.out, h));
+    const n = see('LayerNorm', finalLn(a.out));
     return {
       out: n.out,
       back: (dOut) => {
@@ -165,8 +176,8 @@ export function outputBlock(
       },
     };
   }
-  const a = run(h);
-  const n = finalLn(a.out);
+  const a = see('adapters (bottleneck)', run(h));
+  const n = see('LayerNorm', finalLn(a.out));
   return {
     out: n.out,
     back: (dOut) => {
@@ -195,6 +206,7 @@ export interface LayerRun {
   mh: SiteAdapter | null;
   output: SiteAdapter | null;
   lnGrad?: LnAccumulate;
+  probe?: Probe;
 }
 
 /**
@@ -205,13 +217,15 @@ export interface LayerRun {
 export function encoderLayer(
   s: Scope, x: Tensor, w: LayerWeights, run: LayerRun,
 ): { out: Tensor; back: (dOut: Tensor, needDx?: boolean) => Tensor | null } {
-  const att = attention(s, x, w.attn, run.numHeads, run.keyMask, run.dropout.attnProbs);
-  const h = maybeDropout(s, linear(s, att.ctx, w.attnOut), run.dropout.attnOut);
-  const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh, run.lnGrad);
-  const u = linear(s, A.out, w.inter);
-  const I = s.t(activation(u, run.act));
-  const h2 = maybeDropout(s, linear(s, I, w.out), run.dropout.ffnOut);
-  const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output, run.lnGrad);
+  const see = (op: string, t: Tensor) => (run.probe?.(op, t), t);
+  const site = (name: string) => (run.probe ? { see: run.probe, site: name } : undefined);
+  const att = attention(s, x, w.attn, run.numHeads, run.keyMask, run.dropout.attnProbs, run.probe);
+  const h = maybeDropout(s, see('attention.output.dense', linear(s, att.ctx, w.attnOut)), run.dropout.attnOut);
+  const A = outputBlock(s, h, x, w.attnLn, run.eps, run.mh, run.lnGrad, site('attention.output'));
+  const u = see('intermediate.dense', linear(s, A.out, w.inter));
+  const I = see(`intermediate (${run.act})`, s.t(activation(u, run.act)));
+  const h2 = maybeDropout(s, see('output.dense', linear(s, I, w.out)), run.dropout.ffnOut);
+  const B = outputBlock(s, h2, A.out, w.outLn, run.eps, run.output, run.lnGrad, site('output'));
   const back = (dOut: Tensor, needDx = true): Tensor | null => {
     const b = B.back(dOut);
     if (!needDx && !run.mh) return null;

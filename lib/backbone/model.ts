@@ -15,6 +15,8 @@ import {
 } from '../adapters/files';
 import { ModelInputs, prepareInputs } from './inputs';
 import { Scope } from './scope';
+import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from './finite';
+import type { Probe } from './blocks';
 
 export interface EmbeddingWeights { word: Tensor; position: Tensor; tokenType?: Tensor; ln: Norm }
 
@@ -40,6 +42,12 @@ export interface ForwardOptions {
    * holds each sequence's logits from its own head.
    */
   adapters?: (string | null)[];
+  /**
+   * Check the outputs for NaN/±Infinity (default true): the loss, the logits and the last hidden
+   * state, for the price of one reduction. When they are not finite, forward throws a
+   * NonFiniteError naming the layer and op where such values first appear (found by a second pass).
+   */
+  checkFinite?: boolean;
 }
 
 interface AdapterEntry {
@@ -373,13 +381,41 @@ export class Backbone {
   }
 
   forward(inputs: ModelInputs, opts: ForwardOptions = {}): ForwardResult {
+    const seedBase = (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
+    const res = this.run(inputs, opts, seedBase, null);
+    if (opts.checkFinite === false || outputsFinite(res)) return res;
+    // Again with the same inputs and dropout seeds, looking at every intermediate in order.
+    let located: NonFiniteError | null = null;
+    try {
+      this.run(inputs, opts, seedBase, (layer) => throwingProbe('forward', layer)).dispose();
+    } catch (e) {
+      if (!(e instanceof NonFiniteError)) throw e;
+      located = e;
+    }
+    if (!located) return res; // only Σx² overflowed in the check: every value is finite
+    res.dispose();
+    throw located;
+  }
+
+  /** One forward pass; `probeOf(layer)` (null: none) sees every intermediate as it is made. */
+  private run(inputs: ModelInputs, opts: ForwardOptions, seedBase: number, probeOf: ((layer: number | null) => Probe) | null): ForwardResult {
+    const s = new Scope();
+    try {
+      return this.runIn(s, inputs, opts, seedBase, probeOf);
+    } catch (e) {
+      s.dispose(); // an error mid-pass frees what the pass made
+      throw e;
+    }
+  }
+
+  private runIn(s: Scope, inputs: ModelInputs, opts: ForwardOptions, seedBase: number, probeOf: ((layer: number | null) => Probe) | null): ForwardResult {
     const training = !!opts.training;
     const { B, T, idArr, maskArr, pos, typeArr } = prepareInputs(this.config, inputs);
     const dev = this.device;
-    const s = new Scope();
     const cfg = this.config;
     const H = cfg.hiddenSize;
-    const seedBase = (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
+    const outer = probeOf?.(null);
+    const see = (op: string, t: Tensor) => (outer?.(op, t), t);
     const seedOf = (layer: number, site: number) => seedBase * 1024 + layer * 16 + site;
     const drop = (p: number, layer: number, site: number): Dropout | null => (training && p > 0 ? { p, seed: seedOf(layer, site) } : null);
     const idsT = s.t(tensor(idArr, [B, T], { dtype: 'int32', device: dev }));
@@ -388,8 +424,10 @@ export class Backbone {
     let e = s.t(embedding(emb.word, idsT));
     e = s.t(add(e, s.t(embedding(emb.position, s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev }))))));
     if (emb.tokenType) e = s.t(add(e, s.t(embedding(emb.tokenType, s.t(tensor(typeArr, [B, T], { dtype: 'int32', device: dev }))))));
+    see('embeddings (word + position + token type)', e);
     const eln = layerNorm(e, emb.ln.weight, emb.ln.bias, { eps: cfg.layerNormEps });
     s.t(eln.mean); s.t(eln.rstd); s.t(eln.out);
+    see('embeddings.LayerNorm', eln.out);
     let x = eln.out;
     const de = drop(cfg.hiddenDropout, 0, 15);
     if (de) x = s.t(dropoutOp(x, de.p, de.seed));
@@ -410,6 +448,7 @@ export class Backbone {
       mh: perRow ? perRow(i, 'mh') : this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
       output: perRow ? perRow(i, 'output') : this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
       lnGrad: this.trainLayerNorms ? lnGrad : undefined,
+      probe: probeOf?.(i),
     });
     const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
     for (let i = 0; i < cfg.numLayers; i++) {
@@ -440,7 +479,7 @@ export class Backbone {
     const flat = s.t(last.reshape([B * T, H]));
     let cls: Tensor | null = null;
     const clsOf = () => (cls ??= s.t(embedding(flat, clsIdx)));
-    if (this.weights.pooler) res.poolerOutput = activation(linear(s, clsOf(), this.weights.pooler), 'tanh');
+    if (this.weights.pooler) res.poolerOutput = see('pooler', activation(linear(s, clsOf(), this.weights.pooler), 'tanh'));
 
     if (opts.adapters) {
       // each sequence through the head named like its adapter
@@ -450,7 +489,7 @@ export class Backbone {
         if (!h) continue;
         const which = opts.adapters.flatMap((n, b) => (n === name ? [b] : []));
         const idx = s.t(tensor(Int32Array.from(which), [which.length], { dtype: 'int32', device: dev }));
-        const logits = h.forward(s, s.t(embedding(clsOf(), idx)), false, 0).logits.toArray();
+        const logits = see(`head '${name}'`, h.forward(s, s.t(embedding(clsOf(), idx)), false, 0).logits).toArray();
         which.forEach((b, j) => (res.rowLogits![b] = logits.slice(j * h.numLabels, (j + 1) * h.numLabels)));
       }
       res._backward = () => {
@@ -465,10 +504,12 @@ export class Backbone {
       const h = head.forward(s, clsOf(), training, seedOf(cfg.numLayers + 1, 0));
       headBack = h.back;
       res.logits = h.logits.to({}); // owned by the result, not the scope
+      see(`head '${head.name}'`, res.logits);
       if (opts.labels) {
         const l = this.loss(head, res.logits, opts.labels);
         res.loss = l.loss;
         dLogits = s.t(l.dLogits);
+        see('loss', res.loss);
       }
     } else if (opts.labels) throw new Error('forward: labels given but no head is active (addClassificationHead first)');
 
@@ -568,4 +609,12 @@ export class Backbone {
   loadHead(dir: string, opts?: LoadHeadOptions): LoadedHead {
     return loadHeadFiles(this, dir, opts);
   }
+}
+
+/** Whether the loss, the logits (per row too) and the last hidden state are finite. */
+function outputsFinite(res: ForwardResult): boolean {
+  if (res.loss && firstNonFinite(res.loss.toArray()) >= 0) return false;
+  if (res.logits && firstNonFinite(res.logits.toArray()) >= 0) return false;
+  if (res.rowLogits?.some((l) => l && firstNonFinite(l) >= 0)) return false;
+  return allFinite(res.lastHiddenState);
 }

@@ -5,12 +5,13 @@ import * as fs from 'fs';
 import { SingleBar, Presets } from 'cli-progress';
 import type { Backbone } from '../backbone/model';
 import { AdamW } from '../optim/adamw';
-import { clipGradNorm } from '../optim/clip';
+import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';
 import { scale } from '../ops';
 import type { Tensor } from '../tensor';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
 import { configName } from '../backbone/adapterConfig';
+import { firstNonFinite, NonFiniteError, nonFiniteError } from '../backbone/finite';
 import { Batch, DataLoader, Example, LabelMap, readExamples } from './data';
 import { accuracy, argmaxRows, macroF1, Metrics } from './metrics';
 import { Tokenizer } from './tokenizer';
@@ -48,6 +49,12 @@ export interface TrainOptions {
   progress?: boolean; // default: when stderr is a TTY
   checkpointing?: boolean; // gradient checkpointing
   trainLayerNorms?: boolean; // also train the backbone's LayerNorm weights and biases
+  /**
+   * A step whose loss or gradients are not finite: false (default) stops training with a
+   * NonFiniteError naming where the values first appear; true skips the step (no update, as
+   * mixed-precision trainers do), logs a 'skip' event and counts it in skippedSteps.
+   */
+  skipNonFinite?: boolean;
   /** Stop after this many optimizer steps in this call (to test resume); default: run to the end. */
   stopAfter?: number;
   onLog?: (entry: Record<string, unknown>) => void;
@@ -62,6 +69,8 @@ export interface TrainResult {
   labels: LabelMap;
   tokensPerSecond: number;
   secondsPerStep: number;
+  /** Steps skipped for non-finite losses or gradients (skipNonFinite). */
+  skippedSteps: number;
   history: Record<string, unknown>[];
 }
 
@@ -200,6 +209,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   bar?.start(totalSteps, pos.step, { loss: '-', lr: '-', tps: '-' });
 
   let stoppedEarly = false;
+  let skippedSteps = 0;
   let tokens = 0;
   let seconds = 0;
   let stepsThisCall = 0;
@@ -208,31 +218,52 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
       const t0 = process.hrtime.bigint();
       let lossSum = 0;
       let stepTokens = 0;
+      let skipped: NonFiniteError | null = null;
       for (let a = 0; a < accum; a++) {
         if (pos.index >= loader.length) {
           pos.epoch++;
           pos.index = 0;
         }
         const b = loader.batchAt(pos.epoch, pos.index++);
-        // dropout masks keyed by the step and micro-batch: a resumed run draws the same ones
-        const res = model.forward(inputsOf(b), { labels: b.labels, training: true, seed: (seed * 100003 + pos.step * 64 + a) % 2 ** 31, checkpointing: o.checkpointing });
-        lossSum += res.loss!.toArray()[0];
         stepTokens += b.lengths.reduce((x, y) => x + y, 0);
-        model.backward(res);
-        res.dispose();
+        if (skipped) continue; // the rest of a skipped step's micro-batches: consumed, not run
+        try {
+          // dropout masks keyed by the step and micro-batch: a resumed run draws the same ones
+          const res = model.forward(inputsOf(b), { labels: b.labels, training: true, seed: (seed * 100003 + pos.step * 64 + a) % 2 ** 31, checkpointing: o.checkpointing });
+          lossSum += res.loss!.toArray()[0];
+          model.backward(res);
+          res.dispose();
+        } catch (e) {
+          if (!(e instanceof NonFiniteError) || !o.skipNonFinite) throw withStep(e, pos.step + 1);
+          skipped = e;
+        }
       }
       const grads = model.grads();
       // the mean over micro-batches, as one large batch would give
-      if (accum > 1) for (const g of grads.values()) scaleInPlace(g, 1 / accum);
-      const gradNorm = (o.maxGradNorm ?? 1) > 0 ? clipGradNorm(grads, o.maxGradNorm ?? 1) : NaN;
+      if (!skipped && accum > 1) for (const g of grads.values()) scaleInPlace(g, 1 / accum);
+      const gradNorm = skipped ? NaN : (o.maxGradNorm ?? 1) > 0 ? clipGradNorm(grads, o.maxGradNorm ?? 1) : globalGradNorm(grads);
+      if (!skipped && !Number.isFinite(gradNorm)) {
+        const e = nonFiniteGradient(grads);
+        if (!o.skipNonFinite) throw withStep(e, pos.step + 1);
+        skipped = e;
+      }
       const stepLr = schedule.lr(pos.step);
-      opt.step(grads, stepLr);
+      if (skipped) {
+        skippedSteps++;
+        emit({ event: 'skip', step: pos.step + 1, epoch: pos.epoch, layer: skipped.layer, op: skipped.op, reason: skipped.message });
+      } else opt.step(grads, stepLr);
       model.zeroGrad();
       pos.step++;
       stepsThisCall++;
       const dt = Number(process.hrtime.bigint() - t0) / 1e9;
       tokens += stepTokens;
       seconds += dt;
+      if (skipped) {
+        bar?.update(pos.step, { loss: 'skipped', lr: stepLr.toExponential(2), tps: '-' });
+        if (o.checkpointDir && o.checkpointEvery && pos.step % o.checkpointEvery === 0) save();
+        if (o.stopAfter !== undefined && stepsThisCall >= o.stopAfter) break;
+        continue;
+      }
       const loss = lossSum / accum;
       emit({ event: 'step', step: pos.step, epoch: pos.epoch, loss, lr: stepLr, gradNorm, tokensPerSecond: stepTokens / dt });
       bar?.update(pos.step, { loss: loss.toFixed(4), lr: stepLr.toExponential(2), tps: Math.round(tokens / seconds) });
@@ -262,6 +293,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     labels,
     tokensPerSecond: seconds ? tokens / seconds : 0,
     secondsPerStep: stepsThisCall ? seconds / stepsThisCall : 0,
+    skippedSteps,
     history,
   };
 }
@@ -279,4 +311,20 @@ function scaleInPlace(g: Tensor, s: number): void {
   const scaled = scale(g, s);
   g.copyFrom(scaled);
   scaled.dispose();
+}
+
+/** The error for non-finite gradients, naming the first trainable tensor that holds such values. */
+function nonFiniteGradient(grads: Map<string, Tensor>): NonFiniteError {
+  for (const [name, g] of grads) {
+    const a = g.toArray();
+    const i = firstNonFinite(a);
+    if (i >= 0) return nonFiniteError('train', null, `the gradient of ${name}`, `${a[i]} at element ${i} of [${g.shape.join(', ')}]`);
+  }
+  return nonFiniteError('train', null, 'the gradient norm', 'the global norm overflowed');
+}
+
+/** Prefixes a non-finite error with the step it happened in. */
+function withStep(e: unknown, step: number): unknown {
+  if (e instanceof NonFiniteError) e.message = `step ${step}: ${e.message}`;
+  return e;
 }

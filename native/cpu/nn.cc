@@ -130,11 +130,16 @@ void maskedSoftmax(DType t, const void* scores, const void* keyMask, DType maskT
         for (size_t k = 0; k < Tk; k++) on[k] = maskOn(maskType, keyMask, b * Tk + k);
       }
       float mx = -std::numeric_limits<float>::infinity();
+      bool nan = false;
       for (size_t k = 0; k < Tk; k++) {
         s[k] *= scale;
-        if (on[k] && s[k] > mx) mx = s[k];
+        if (!on[k]) continue;
+        if (s[k] > mx) mx = s[k];
+        nan |= std::isnan(s[k]);
       }
-      if (mx == -std::numeric_limits<float>::infinity()) {  // nothing to attend to
+      if (nan) {  // as PyTorch: NaN in, NaN out (not "nothing to attend to" when every score is NaN)
+        for (size_t k = 0; k < Tk; k++) s[k] = on[k] ? std::numeric_limits<float>::quiet_NaN() : 0.0f;
+      } else if (mx == -std::numeric_limits<float>::infinity()) {  // nothing to attend to
         std::fill(s.begin(), s.end(), 0.0f);
       } else {
         double sum = 0;
@@ -143,7 +148,7 @@ void maskedSoftmax(DType t, const void* scores, const void* keyMask, DType maskT
           sum += s[k];
         }
         float inv = float(1.0 / sum);
-        for (size_t k = 0; k < Tk; k++) s[k] *= inv;
+        for (size_t k = 0; k < Tk; k++) s[k] = on[k] ? s[k] * inv : 0.0f;  // masked keys stay 0, as on CUDA
       }
       storeAt(t, probs, r * Tk, s.data(), Tk);
     }

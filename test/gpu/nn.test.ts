@@ -134,6 +134,26 @@ describeGpu('CUDA nn ops match the CPU', () => {
         });
   });
 
+  test('maskedSoftmax: NaN and +Infinity scores give the CPU op\'s NaN pattern (rows of NaN too)', () => {
+    const [B, NH, Tq, Tk] = [3, 2, 4, 70];
+    const a = Float32Array.from({ length: B * NH * Tq * Tk }, () => Math.random() * 6 - 3);
+    a.fill(NaN, 0, Tk);                   // a row of NaN
+    a[Tk + 40] = NaN;                     // one NaN, in the second lane's elements
+    a[5 * Tk + 3] = Infinity;             // one +Infinity
+    a[6 * Tk + 1] = a[6 * Tk + 65] = Infinity;
+    const maskArr = Float32Array.from({ length: B * Tk }, (_, i) => (i % 7 === 3 ? 0 : 1));
+    const keyMask = tensor(maskArr, [B, Tk]);
+    for (const dtype of FLOATS) {
+      const s = tensor(a, [B, NH, Tq, Tk], { dtype });
+      poison([[B, NH, Tq, Tk], dtype]);
+      const g = Array.from(maskedSoftmax(s.to(dev), { keyMask: keyMask.to(dev) }).toArray());
+      const c = Array.from(maskedSoftmax(s, { keyMask }).toArray());
+      expect(g.map(Number.isNaN)).toEqual(c.map(Number.isNaN));
+      expect(c.slice(0, Tk).filter(Number.isNaN).length).toBe(Tk - maskArr.subarray(0, Tk).filter((m) => m === 0).length);
+      expectClose(g.map((v) => (Number.isNaN(v) ? 0 : v)), c.map((v) => (Number.isNaN(v) ? 0 : v)), tol[dtype], tol[dtype] * 1e-2);
+    }
+  });
+
   describe('transpose12', () => {
     const shapes = [[1, 1, 1, 1], [2, 512, 12, 64], [3, 5, 7, 3], [2, 12, 512, 64], [4, 33, 2, 130]];
     for (const dtype of [...FLOATS, 'int32'] as const)

@@ -152,6 +152,29 @@ function removeStale(parent: string, base: string): void {
   }
 }
 
+/**
+ * Throws when a save could not replace `dir`: it is not a directory, or it holds entries that this
+ * kind of save does not write (they would be lost), or entries that are not plain files. Returns the
+ * directory's stats when it exists (null when a save would create it). Lets callers check an output
+ * directory before long work (training) rather than when saving at its end.
+ */
+export function checkReplaceable(dir: string, opts: Pick<ReplaceDirOptions, 'where' | 'owns' | 'carry'>): fs.Stats | null {
+  const { where } = opts;
+  const abs = target(dir);
+  if (!exists(abs)) return null;
+  const stats = fs.statSync(abs);
+  if (!stats.isDirectory()) throw new Error(`${where}: ${dir} is not a directory`);
+  const entries = fs.readdirSync(abs).sort();
+  const foreign = entries.filter((n) => !opts.owns(n) && !opts.carry?.(n));
+  if (foreign.length)
+    throw new Error(`${where}: ${dir} holds ${foreign.length} entr${foreign.length === 1 ? 'y' : 'ies'} that a save does not write `
+      + `(${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}); a save replaces the directory as a whole, so it must be `
+      + `missing, empty or a previous save. Save into another directory, or move them away`);
+  for (const n of entries)
+    if (!fs.lstatSync(path.join(abs, n)).isFile()) throw new Error(`${where}: cannot write ${path.join(dir, n)}: it exists and is not a file`);
+  return stats;
+}
+
 /** Copies `from` to `to` and fsyncs the copy. */
 function copySynced(from: string, to: string): void {
   fs.copyFileSync(from, to, fs.constants.COPYFILE_EXCL);
@@ -185,23 +208,8 @@ export function replaceDirAtomic(dir: string, write: (tmpDir: string) => void, o
   recoverDir(abs);
   removeStale(parent, base);
 
-  let previous: fs.Stats | null = null;
-  const carried: string[] = [];
-  if (exists(abs)) {
-    previous = fs.statSync(abs);
-    if (!previous.isDirectory()) throw new Error(`${where}: ${dir} is not a directory`);
-    const entries = fs.readdirSync(abs).sort();
-    const foreign = entries.filter((n) => !opts.owns(n) && !opts.carry?.(n));
-    if (foreign.length)
-      throw new Error(`${where}: ${dir} holds ${foreign.length} entr${foreign.length === 1 ? 'y' : 'ies'} that a save does not write `
-        + `(${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', …' : ''}); a save replaces the directory as a whole, so it must be `
-        + `missing, empty or a previous save. Save into another directory, or move them away`);
-    for (const n of entries) {
-      if (!fs.lstatSync(path.join(abs, n)).isFile())
-        throw new Error(`${where}: cannot write ${path.join(dir, n)}: it exists and is not a file`);
-      if (opts.carry?.(n)) carried.push(n);
-    }
-  }
+  const previous = checkReplaceable(dir, opts);
+  const carried = previous ? fs.readdirSync(abs).sort().filter((n) => opts.carry?.(n)) : [];
 
   const id = `${process.pid}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   const tmp = path.join(parent, `${base}.tmp-${id}`);

@@ -8,6 +8,9 @@ import { buildInfo, defaultDevice } from './backend';
 import { loadBackbone } from './backbone/load';
 import type { Backbone } from './backbone/model';
 import { configName } from './backbone/adapterConfig';
+import { ownsAdapterEntry, warningPrinted } from './adapters/files';
+import { checkOutputPaths, NamedPath } from './outputPaths';
+import { ownsCheckpointEntry } from './train/checkpoint';
 import { runDemo } from './demo/run';
 import { LabelMap, readExamples } from './train/data';
 import { softmaxRows } from './train/metrics';
@@ -49,16 +52,58 @@ async function openModel(source: string, dev?: string): Promise<{ model: Backbon
   return { model, tokenizer };
 }
 
-/** Loads saved adapters (with heads); returns name → labels. */
-function loadAdapters(model: Backbone, dirs: string[]): Map<string, (string | number)[]> {
+/** An --adapter value: 'dir', or 'name=dir' to load it under another name. */
+export function adapterArg(v: string): { name?: string; dir: string } {
+  const m = /^([A-Za-z0-9_-]+)=(.+)$/.exec(v);
+  return m && !fs.existsSync(v) ? { name: m[1], dir: m[2] } : { dir: v };
+}
+
+/** The adapter name a directory suggests: its last component, as letters, digits, '_' and '-'. */
+export function nameFromDir(dir: string): string {
+  const base = path.basename(path.resolve(dir)).replace(/[^A-Za-z0-9_-]+/g, '_').replace(/^_+|_+$/g, '');
+  return base && !['__proto__', 'constructor', 'prototype'].includes(base) ? base : 'task';
+}
+
+/** Loads saved adapters (with heads); returns name → labels. Two adapters saved under one name must be named apart. */
+function loadAdapters(model: Backbone, specs: string[]): Map<string, (string | number)[]> {
   const out = new Map<string, (string | number)[]>();
-  for (const d of dirs) {
-    const r = model.loadAdapter(mustExist(d, 'adapter directory'));
-    for (const w of r.warnings) console.error(`warning: ${w}`);
-    if (!r.labels) throw new Error(`adapter '${r.name}' in ${d} has no head with labels; train it with this tool or save it with a head`);
+  const from = new Map<string, string>();
+  for (const spec of specs) {
+    const { name, dir } = adapterArg(spec);
+    mustExist(dir, 'adapter directory');
+    const saved = savedName(dir);
+    const as = name ?? saved;
+    if (as !== undefined && from.has(as))
+      throw new Error(`two adapters are named '${as}' (${from.get(as)} and ${dir}); load them under names of your own: `
+        + `--adapter ${nameFromDir(from.get(as)!)}=${from.get(as)} --adapter ${nameFromDir(dir)}=${dir}`);
+    const r = model.loadAdapter(dir, name ? { loadAs: name } : {});
+    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+    if (!r.labels) throw new Error(`adapter '${r.name}' in ${dir} has no head with labels; train it with this tool or save it with a head`);
     out.set(r.name, r.labels);
+    from.set(r.name, dir);
   }
   return out;
+}
+
+/** The name an adapter directory was saved under (adapter_config.json's name), if readable. */
+function savedName(dir: string): string | undefined {
+  try {
+    const n = JSON.parse(fs.readFileSync(path.join(dir, 'adapter_config.json'), 'utf8')).name;
+    return typeof n === 'string' ? n : undefined;
+  } catch {
+    return undefined; // loadAdapter gives the real error
+  }
+}
+
+/** The local model directory among the inputs (a hub id is not a path). */
+function modelInput(model: string): NamedPath[] {
+  return fs.existsSync(model) ? [{ path: model, name: '--model' }] : [];
+}
+
+const CLI_COLUMNS = { text: '--text-column', pair: '--pair-column', label: '--label-column' };
+
+function plural(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 async function readLines(): Promise<string[]> {
@@ -78,7 +123,7 @@ export function makeProgram(): Command {
     .requiredOption('--train <file>', 'training data (.jsonl or .csv with text[, text_pair] and label)')
     .option('--eval <file>', 'evaluation data')
     .option('--adapter <config>', 'seq_bn | double_seq_bn | par_bn (or pfeiffer, houlsby, parallel)', 'seq_bn')
-    .option('--name <name>', 'adapter and head name', 'task')
+    .option('--name <name>', "adapter and head name (default: the --out folder's name)")
     .option('--reduction-factor <n>', 'hidden size / bottleneck size', float)
     .option('--epochs <n>', 'epochs', int, 3)
     .option('--lr <x>', 'learning rate', float, 1e-4)
@@ -96,52 +141,72 @@ export function makeProgram(): Command {
     .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
     .action(async (o) => {
       const config = configName(o.adapter);
-      const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn };
+      if (o.resume && !o.checkpointDir) throw new Error('--resume needs --checkpoint-dir (the directory to resume from)');
+      const name = o.name ?? nameFromDir(o.out);
+      // every output checked before anything runs: not an input, creatable, not holding other files
+      checkOutputPaths('train', [
+        { path: o.train, name: '--train' }, { path: o.eval ?? '', name: '--eval' }, ...modelInput(o.model),
+      ], [
+        { path: o.out, name: '--out', kind: 'dir', owns: ownsAdapterEntry },
+        { path: o.log ?? '', name: '--log', kind: 'file' },
+        { path: o.checkpointDir ?? '', name: '--checkpoint-dir', kind: 'dir', owns: ownsCheckpointEntry },
+      ]);
+      const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
       const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
       const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
       const labels = LabelMap.fromExamples(trainData);
       if (evalData) for (const e of evalData) labels.id(e.label); // unknown labels in eval → a clear error now
       const { model, tokenizer } = await openModel(o.model, o.device);
-      model.addAdapter(o.name, o.reductionFactor ? { config, reductionFactor: o.reductionFactor } : config);
-      console.log(`training adapter '${o.name}' (${config}) on ${model.device}: ${trainData.length} examples, ${labels.size} labels`);
+      model.addAdapter(name, o.reductionFactor ? { config, reductionFactor: o.reductionFactor } : config);
+      console.log(`training adapter '${name}' (${config}) on ${model.device}: ${plural(trainData.length, 'example')}, ${plural(labels.size, 'label')}`);
       const res = await train({
-        model, adapter: o.name, tokenizer, trainData, evalData, labels, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize,
+        model, adapter: name, tokenizer, trainData, evalData, labels, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize,
         maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
         checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite,
       });
-      model.saveAdapter(o.out, o.name, { labels: labels.labels });
+      model.saveAdapter(o.out, name, { labels: labels.labels });
       console.log(model.summary());
       if (res.final) console.log(`eval: accuracy ${(100 * res.final.accuracy).toFixed(2)}%, macro-F1 ${res.final.macroF1.toFixed(4)}, loss ${res.final.loss.toFixed(4)}`);
-      console.log(`${res.steps} steps, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; saved to ${o.out}`);
+      const skipped = res.skippedSteps ? ` (${plural(res.skippedSteps, 'step')} skipped: not finite)` : '';
+      console.log(`${plural(res.steps, 'step')}${skipped}, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; `
+        + `saved adapter '${name}' to ${o.out}`);
     });
 
   program.command('eval')
     .description('evaluate a saved adapter on labelled data')
     .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
-    .requiredOption('--adapter <dir>', 'saved adapter directory')
+    .requiredOption('--adapter <dir>', "saved adapter directory (or name=dir)")
     .requiredOption('--data <file>', '.jsonl or .csv with text and label')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .option('--batch-size <n>', 'batch size', int, 32)
+    .option('--max-length <n>', 'truncate sequences to this many tokens', int, 128)
+    .option('--text-column <name>', 'text column', 'text')
+    .option('--pair-column <name>', "second text column (default: 'text_pair' when present)")
+    .option('--label-column <name>', 'label column', 'label')
     .action(async (o) => {
+      const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
+      const data = await readExamples(mustExist(o.data, 'data file'), cols); // a bad file fails before the model loads
       const { model, tokenizer } = await openModel(o.model, o.device);
       const [[name, labels]] = [...loadAdapters(model, [o.adapter])];
       model.setActiveAdapter(name);
       model.setActiveHead(name);
-      const data = await readExamples(mustExist(o.data, 'data file'));
-      const m = await evaluate(model, tokenizer, data, LabelMap.fromList(labels), { batchSize: o.batchSize });
+      const m = await evaluate(model, tokenizer, data, LabelMap.fromList(labels), { batchSize: o.batchSize, maxLength: o.maxLength });
       console.log(JSON.stringify({ adapter: name, ...m }));
     });
 
   program.command('predict')
     .description('label texts (arguments, or lines on stdin); several adapters are routed by name ("name: text" or --task)')
     .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
-    .requiredOption('--adapter <dir>', 'saved adapter directory (repeat for several)', collect, [])
+    .option('--adapter <dir>', 'saved adapter directory, or name=dir to route by another name (repeat for several)', collect, [])
     .option('--task <name>', 'the adapter to use for every text')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .argument('[texts...]')
     .action(async (texts: string[], o) => {
+      if (!o.adapter.length) throw new Error('predict needs an adapter: --adapter <dir> (repeat it, or use name=dir, for several)');
       const { model, tokenizer } = await openModel(o.model, o.device);
       const adapters = loadAdapters(model, o.adapter);
+      const names = [...adapters.keys()].join(', ');
+      if (o.task !== undefined && !adapters.has(o.task)) throw new Error(`--task ${o.task}: no adapter of that name (loaded: ${names})`);
       const inputs = texts.length ? texts : await readLines();
       for (const line of inputs) {
         let task = o.task as string | undefined;
@@ -149,11 +214,11 @@ export function makeProgram(): Command {
         const m = /^([A-Za-z0-9_-]+):\s*(.*)$/.exec(line);
         if (!task && m && adapters.has(m[1])) [task, text] = [m[1], m[2]];
         if (!task) {
-          if (adapters.size !== 1) throw new Error(`which adapter for "${line}"? prefix it with one of ${[...adapters.keys()].join(', ')} or pass --task`);
+          if (adapters.size !== 1) throw new Error(`which adapter for "${line}"? prefix it with one of ${names} ("name: text") or pass --task`);
           task = [...adapters.keys()][0];
         }
         const labels = adapters.get(task);
-        if (!labels) throw new Error(`no adapter named '${task}' (loaded: ${[...adapters.keys()].join(', ')})`);
+        if (!labels) throw new Error(`no adapter named '${task}' (loaded: ${names})`);
         model.setActiveAdapter(task);
         model.setActiveHead(task);
         const enc = tokenizer.encodeBatch([text]);
@@ -169,11 +234,15 @@ export function makeProgram(): Command {
   program.command('summary')
     .description("the backbone's size and each adapter's share of it")
     .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
-    .option('--adapter <dir>', 'saved adapter directory (repeatable)', collect, [])
+    .option('--adapter <dir>', 'saved adapter directory, or name=dir (repeatable)', collect, [])
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .action(async (o) => {
       const model = await loadBackbone(modelSource(o.model), { device: o.device ?? 'cpu' });
-      for (const d of o.adapter) model.loadAdapter(mustExist(d, 'adapter directory'));
+      for (const spec of o.adapter) {
+        const { name, dir } = adapterArg(spec);
+        const r = model.loadAdapter(mustExist(dir, 'adapter directory'), name ? { loadAs: name } : {});
+        for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+      }
       console.log(model.summary());
     });
 

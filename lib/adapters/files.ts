@@ -242,6 +242,8 @@ function headFiles(model: Backbone, name: string, labels: (string | number)[] | 
 const SAVED_FILES: readonly string[] = Object.values(ADAPTER_FILES);
 const HEAD_FILES: readonly string[] = [ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights];
 const isLeftoverTemp = (n: string, names: readonly string[]) => names.some((f) => n.startsWith(`${f}.tmp-`) && /^\d+-[0-9a-f]+$/.test(n.slice(f.length + 5)));
+/** Whether an entry of a directory is one that saveAdapter writes (and so may replace). */
+export const ownsAdapterEntry = (n: string): boolean => SAVED_FILES.includes(n) || isLeftoverTemp(n, SAVED_FILES);
 
 /** The save id recorded in a JSON file of ours (adapter_config.json: backbone.save_id; head_config.json: save_id). */
 function jsonSaveId(json: Record<string, unknown>): string | undefined {
@@ -299,7 +301,7 @@ export function saveAdapter(model: Backbone, dir: string, name: string, opts: Sa
     writeSafetensors(path.join(tmp, ADAPTER_FILES.weights), tensors, { format: 'pt', save_id: saveId });
     if (head) writeHead(tmp, head, saveId);
     writeFileAtomic(path.join(tmp, ADAPTER_FILES.config), configText);
-  }, { where, owns: (n) => SAVED_FILES.includes(n) || isLeftoverTemp(n, SAVED_FILES) });
+  }, { where, owns: ownsAdapterEntry });
 }
 
 /**
@@ -333,6 +335,11 @@ export function saveHead(model: Backbone, dir: string, name: string, opts: SaveH
 // ---------------------------------------------------------------------------------------------
 
 const warned = new Set<string>();
+/** Whether a warning was already printed by this module (callers that print warnings skip it). */
+export function warningPrinted(msg: string): boolean {
+  return warned.has(msg);
+}
+
 function warnOnce(msg: string): void {
   if (warned.has(msg)) return;
   warned.add(msg);

@@ -44,7 +44,8 @@ function writeJsonAtomic(file: string, value: unknown): void {
 const STATE_FILE = 'trainer_state.json';
 const TENSORS_FILE = /^checkpoint-\d+\.safetensors$/;
 /** What a checkpoint directory holds (and per-file temporaries that older releases could leave). */
-const ownsEntry = (n: string) => n === STATE_FILE || TENSORS_FILE.test(n) || /^(trainer_state\.json|checkpoint-\d+\.safetensors)\.tmp-\d+-[0-9a-f]+$/.test(n);
+/** Whether an entry of a directory is one that saveCheckpoint writes (and so may replace). */
+export const ownsCheckpointEntry = (n: string): boolean => n === STATE_FILE || TENSORS_FILE.test(n) || /^(trainer_state\.json|checkpoint-\d+\.safetensors)\.tmp-\d+-[0-9a-f]+$/.test(n);
 
 export function saveCheckpoint(dir: string, data: CheckpointData, shapes: Map<string, number[]>): void {
   const tensors: Record<string, TensorToWrite> = {};
@@ -61,7 +62,7 @@ export function saveCheckpoint(dir: string, data: CheckpointData, shapes: Map<st
   replaceDirAtomic(dir, (tmp) => {
     writeSafetensors(path.join(tmp, file), tensors, { format: 'fused-adapters-checkpoint', save_id: saveId });
     writeJsonAtomic(path.join(tmp, STATE_FILE), { ...data.state, tensorsFile: file, saveId });
-  }, { where: 'checkpoint', owns: ownsEntry });
+  }, { where: 'checkpoint', owns: ownsCheckpointEntry });
 }
 
 function readState(dir: string): CheckpointState | null {

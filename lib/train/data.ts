@@ -18,6 +18,19 @@ export interface ReadExamplesOptions {
   pairColumn?: string;
   /** Column of the label. Default 'label'. */
   labelColumn?: string;
+  /**
+   * How errors name the options that choose the columns (default: 'the textColumn option', ...);
+   * the command line passes its flags ('--text-column', ...).
+   */
+  optionNames?: { text: string; pair: string; label: string };
+}
+
+/** The file each array of examples was read from (readExamples), to keep outputs off the inputs. */
+const sources = new WeakMap<Example[], string>();
+
+/** The file `examples` were read from by readExamples, if they were. */
+export function sourceOf(examples: Example[] | undefined): string | undefined {
+  return examples ? sources.get(examples) : undefined;
 }
 
 const JSONL_EXTS = new Set(['.jsonl', '.ndjson']);
@@ -33,7 +46,7 @@ function listNames(names: string[]): string {
   return names.length ? names.map((n) => `'${n}'`).join(', ') : 'none';
 }
 
-interface Columns { text: string; pair: string; label: string; pairExplicit: boolean }
+interface Columns { text: string; pair: string; label: string; pairExplicit: boolean; option: { text: string; pair: string; label: string } }
 
 /** One row → Example; `get` returns undefined for an absent column. */
 function toExample(
@@ -41,7 +54,7 @@ function toExample(
 ): Example {
   const rawText = get(cols.text);
   if (rawText === undefined) {
-    throw new Error(`${where}: missing column '${cols.text}' (found: ${listNames(found())}); choose the text column with the textColumn option`);
+    throw new Error(`${where}: missing column '${cols.text}' (found: ${listNames(found())}); choose the text column with ${cols.option.text}`);
   }
   if (rawText !== null && typeof rawText !== 'string' && typeof rawText !== 'number') {
     throw new Error(`${where}: column '${cols.text}' must be a string, got ${describe(rawText)}`);
@@ -52,7 +65,7 @@ function toExample(
   const ex: Example = { text, label: '' };
   const rawPair = get(cols.pair);
   if (rawPair === undefined && cols.pairExplicit) {
-    throw new Error(`${where}: missing column '${cols.pair}' (found: ${listNames(found())})`);
+    throw new Error(`${where}: missing column '${cols.pair}' (found: ${listNames(found())}), chosen with ${cols.option.pair}`);
   }
   if (rawPair !== undefined && rawPair !== null) {
     if (typeof rawPair !== 'string' && typeof rawPair !== 'number') {
@@ -63,7 +76,7 @@ function toExample(
 
   const rawLabel = get(cols.label);
   if (rawLabel === undefined || rawLabel === null || (typeof rawLabel === 'string' && rawLabel.trim() === '')) {
-    const hint = rawLabel === undefined ? ` (found columns: ${listNames(found())}; choose it with the labelColumn option)` : '';
+    const hint = rawLabel === undefined ? ` (found columns: ${listNames(found())}; choose it with ${cols.option.label})` : '';
     throw new Error(`${where}: label missing in column '${cols.label}'${hint}`);
   }
   if (typeof rawLabel === 'number') {
@@ -122,13 +135,13 @@ function readCsv(file: string, content: string, delimiter: string, cols: Columns
   header.forEach((h, i) => { if (!index.has(h)) index.set(h, i); });
   const headerWhere = `${file}:${startLine(data[0])}`;
   if (!index.has(cols.text)) {
-    throw new Error(`${headerWhere}: missing column '${cols.text}' in the header (found: ${listNames(found())}); choose the text column with the textColumn option`);
+    throw new Error(`${headerWhere}: missing column '${cols.text}' in the header (found: ${listNames(found())}); choose the text column with ${cols.option.text}`);
   }
   if (!index.has(cols.label)) {
-    throw new Error(`${headerWhere}: missing column '${cols.label}' in the header (found: ${listNames(found())}); choose the label column with the labelColumn option`);
+    throw new Error(`${headerWhere}: missing column '${cols.label}' in the header (found: ${listNames(found())}); choose the label column with ${cols.option.label}`);
   }
   if (cols.pairExplicit && !index.has(cols.pair)) {
-    throw new Error(`${headerWhere}: missing column '${cols.pair}' in the header (found: ${listNames(found())})`);
+    throw new Error(`${headerWhere}: missing column '${cols.pair}' in the header (found: ${listNames(found())}), chosen with ${cols.option.pair}`);
   }
   const out: Example[] = [];
   for (const r of data.slice(1)) {
@@ -158,6 +171,7 @@ export async function readExamples(file: string, opts: ReadExamplesOptions = {})
     pair: opts.pairColumn ?? 'text_pair',
     label: opts.labelColumn ?? 'label',
     pairExplicit: opts.pairColumn !== undefined,
+    option: opts.optionNames ?? { text: 'the textColumn option', pair: 'the pairColumn option', label: 'the labelColumn option' },
   };
   const ext = path.extname(file).toLowerCase();
   if (!JSONL_EXTS.has(ext) && !CSV_EXTS.has(ext)) {
@@ -178,6 +192,7 @@ export async function readExamples(file: string, opts: ReadExamplesOptions = {})
   }
   const examples = JSONL_EXTS.has(ext) ? readJsonl(file, content, cols) : readCsv(file, content, CSV_EXTS.get(ext)!, cols);
   if (examples.length === 0) throw new Error(`${file}: no examples`);
+  sources.set(examples, file);
   return examples;
 }
 

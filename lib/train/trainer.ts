@@ -9,10 +9,11 @@ import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';
 import { scale } from '../ops';
 import type { Tensor } from '../tensor';
-import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from './checkpoint';
+import { hasCheckpoint, loadCheckpoint, ownsCheckpointEntry, saveCheckpoint } from './checkpoint';
+import { checkOutputPaths } from '../outputPaths';
 import { configName } from '../backbone/adapterConfig';
 import { firstNonFinite, NonFiniteError, nonFiniteError } from '../backbone/finite';
-import { Batch, DataLoader, Example, LabelMap, readExamples } from './data';
+import { Batch, DataLoader, Example, LabelMap, readExamples, sourceOf } from './data';
 import { accuracy, argmaxRows, macroF1, Metrics } from './metrics';
 import { Tokenizer } from './tokenizer';
 
@@ -111,6 +112,16 @@ function restore(params: Map<string, Tensor>, values: Map<string, Float32Array>,
 
 export async function train(opts: TrainOptions): Promise<TrainResult> {
   const { model } = opts;
+  if (opts.resume && !opts.checkpointDir) throw new Error('train: resume needs checkpointDir (the directory to resume from)');
+  // before any work: the log and checkpoints must not land on the data or the model, and must be writable
+  const source = (d: Example[] | string | undefined) => (typeof d === 'string' ? d : sourceOf(d) ?? '');
+  checkOutputPaths('train', [
+    { path: source(opts.trainData), name: 'trainData' }, { path: source(opts.evalData), name: 'evalData' },
+    { path: model.dir ?? '', name: 'model directory' },
+  ], [
+    { path: opts.logFile ?? '', name: 'logFile', kind: 'file' },
+    { path: opts.checkpointDir ?? '', name: 'checkpointDir', kind: 'dir', owns: ownsCheckpointEntry },
+  ]);
   const trainData = typeof opts.trainData === 'string' ? await readExamples(opts.trainData) : opts.trainData;
   const evalData = typeof opts.evalData === 'string' ? await readExamples(opts.evalData) : opts.evalData;
   if (!trainData?.length) throw new Error('train: trainData is empty');

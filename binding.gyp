@@ -4,7 +4,7 @@
       "target_name": "fused_adapters",
       "sources": [
         "native/addon.cc", "native/memory.cc", "native/ops.cc", "native/tensor.cc",
-        "native/adapter_ops.cc", "native/nn_ops.cc", "native/optim_ops.cc", "native/cpu/adapter.cc", "native/cpu/nn.cc", "native/cpu/optim.cc", "native/cpu/basic.cc", "native/cpu/gemm.cc",
+        "native/adapter_ops.cc", "native/nn_ops.cc", "native/optim_ops.cc", "native/cpu/adapter.cc", "native/cpu/nn.cc", "native/cpu/optim.cc", "native/cpu/basic.cc", "native/cpu/gemm.cc", "native/cpu/blas.cc",
         "native/cpu/parallel.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
@@ -12,6 +12,7 @@
         "NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL",
         "FA_VERSION=\"<!(node -p \"require('./package.json').version\")\""
       ],
+      "libraries": ["-ldl"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
       "cflags_cc": ["-std=c++17", "-O3", "-fexceptions"],

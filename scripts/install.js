@@ -1,7 +1,11 @@
 #!/usr/bin/env node
-// npm install hook: use a matching prebuilt binary when one is present, else build
-// from source (cmake-js: CPU + CUDA when nvcc is found; node-gyp: CPU only).
-// Set FUSED_ADAPTERS_BUILD_FROM_SOURCE=1 to ignore prebuilds.
+// npm install hook: use a matching prebuilt binary when one is present (the published package
+// carries prebuilds/linux-x64), else build from source (cmake-js: CPU + CUDA when nvcc is found;
+// node-gyp: CPU only). A git checkout always builds from source (a prebuild there may be stale);
+// FUSED_ADAPTERS_BUILD_FROM_SOURCE=1 does so anywhere.
+//
+// npm hides install scripts' output unless they fail, so a build from source also writes its
+// progress to the terminal (/dev/tty) when there is one: it takes minutes with CUDA.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -14,9 +18,24 @@ function has(cmd, args = ['--version']) {
   return r.status === 0;
 }
 
+// The terminal, when there is one: npm captures the script's own stdout and stderr.
+let tty = null;
+try {
+  tty = fs.openSync('/dev/tty', 'w');
+} catch {
+  // no terminal (CI, a pipe): progress goes to stdout, which npm shows when the install fails
+}
+
+function say(msg) {
+  const line = `fused-adapters: ${msg}\n`;
+  if (tty !== null) fs.writeSync(tty, line);
+  else process.stdout.write(line);
+}
+
 function run(cmd, args) {
-  console.log(`fused-adapters: ${cmd} ${args.join(' ')}`);
-  const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit' });
+  say(`${path.basename(cmd)} ${args.map((a) => path.basename(a)).join(' ')}`);
+  const out = tty !== null ? tty : 'inherit';
+  const r = spawnSync(cmd, args, { cwd: root, stdio: ['ignore', out, out] });
   return r.status === 0;
 }
 
@@ -30,24 +49,31 @@ function prebuildFound() {
 }
 
 function main() {
-  if (!process.env.FUSED_ADAPTERS_BUILD_FROM_SOURCE) {
+  const checkout = fs.existsSync(path.join(root, '.git'));
+  if (!process.env.FUSED_ADAPTERS_BUILD_FROM_SOURCE && !checkout) {
     const pre = prebuildFound();
     if (pre) {
       console.log(`fused-adapters: using the prebuilt binary ${path.relative(root, pre)}`);
       return 0;
     }
   }
+  say(`building the native addon from source${checkout ? ' (a git checkout)' : ''}; with CUDA this takes a few minutes`);
   const cxx = process.env.CXX || 'c++';
   if (!has(cxx)) {
     console.error(
-      `fused-adapters: no prebuilt binary for ${process.platform}-${process.arch} and no C++ compiler ('${cxx}').\n` +
+      `fused-adapters: ${process.env.FUSED_ADAPTERS_BUILD_FROM_SOURCE ? 'building from source was asked for' : `no prebuilt binary for ${process.platform}-${process.arch}`}, `
+        + `and there is no C++ compiler ('${cxx}').\n` +
         '  Install a C++17 compiler (g++ or clang++) and cmake, then run `npm install` again.',
     );
     return 1;
   }
   if (has('cmake')) {
     const cmakeJs = require.resolve('cmake-js/bin/cmake-js');
-    if (run(process.execPath, [cmakeJs, 'rebuild'])) return 0;
+    const t0 = Date.now();
+    if (run(process.execPath, [cmakeJs, 'rebuild'])) {
+      say(`built in ${Math.round((Date.now() - t0) / 1000)} s`);
+      return 0;
+    }
     console.error('fused-adapters: the cmake-js build failed (see above).');
     return 1;
   }

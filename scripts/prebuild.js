@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Makes prebuilds/<platform>-<arch>/fused-adapters.napi.node, the layout node-gyp-build
-// loads when build/ is absent. prebuildify has no cmake-js backend, so:
-//   node scripts/prebuild.js            full build (cmake-js: CPU + CUDA when nvcc is found)
+// loads when build/ is absent; `npm pack` runs it (prepack), so the package carries it.
+// prebuildify has no cmake-js backend, so:
+//   node scripts/prebuild.js            the CPU + CUDA binary (cmake-js build, incremental), then --check;
+//                                       fails when the CUDA toolkit was not found (scripts/setup-cuda.sh)
+//   node scripts/prebuild.js --clean    the same from a clean build directory (for releases)
 //   node scripts/prebuild.js --cpu-only CPU-only build through prebuildify (node-gyp, binding.gyp)
 //   node scripts/prebuild.js --check    loads the prebuild from a copy of the package without build/
 'use strict';
@@ -20,8 +23,8 @@ function run(cmd, args) {
   if (r.status !== 0) throw new Error(`prebuild: '${cmd} ${args.join(' ')}' failed`);
 }
 
-function full() {
-  run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), 'rebuild']);
+function full(clean) {
+  run(process.execPath, [require.resolve('cmake-js/bin/cmake-js'), clean ? 'rebuild' : 'build']);
   fs.mkdirSync(target, { recursive: true });
   fs.copyFileSync(path.join(root, 'build', 'Release', 'fused_adapters.node'), file);
   spawnSync('strip', ['--strip-unneeded', file], { stdio: 'inherit' });
@@ -48,6 +51,7 @@ function check() {
   if (!res.addon.includes('prebuilds')) throw new Error(`prebuild: loaded ${res.addon}, not the prebuild`);
   if (res.out.join(',') !== '1,2,3,4') throw new Error(`prebuild: wrong result ${res.out}`);
   console.log(`prebuild: OK, loaded ${path.basename(res.addon)} without build/ (cudaCompiled: ${res.info.cudaCompiled})`);
+  return res.info;
 }
 
 const arg = process.argv[2];
@@ -55,8 +59,11 @@ try {
   if (arg === '--check') check();
   else if (arg === '--cpu-only') cpuOnly();
   else {
-    full();
-    check();
+    full(arg === '--clean');
+    const info = check();
+    if (!info.cudaCompiled)
+      throw new Error('prebuild: the binary has no CUDA backend (nvcc was not found); the published binary must have one. '
+        + 'Run `bash scripts/setup-cuda.sh` (or set FA_CUDA_ROOT), then `npx cmake-js rebuild`, then pack again');
   }
 } catch (e) {
   console.error(e.message);

@@ -61,3 +61,32 @@ describe('prebuilds', () => {
     }
   });
 });
+
+describe('BLAS found at run time', () => {
+  const probe = "const fa=require('./dist/lib');const a=fa.randn([37,29],{seed:1}),b=fa.randn([29,41],{seed:2});" +
+    "console.log(JSON.stringify({blas:fa.buildInfo().blas,c:Array.from(fa.matmul(a,b).toArray()),a:Array.from(a.toArray()),b:Array.from(b.toArray())}))";
+  const run = (env: Record<string, string>) => {
+    const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8', env: { ...process.env, ...env } });
+    expect(r.stderr).toBe('');
+    return JSON.parse(r.stdout);
+  };
+  const ref = (a: number[], b: number[]) => Array.from({ length: 37 * 41 }, (_, i) => {
+    let s = 0;
+    for (let k = 0; k < 29; k++) s += a[Math.floor(i / 41) * 29 + k] * b[k * 41 + (i % 41)];
+    return s;
+  });
+
+  test('the addon links no BLAS: it dlopens one, and without one (or with a bad path) GEMM runs the portable loop, same results', () => {
+    const ldd = spawnSync('ldd', [path.join(root, 'build', 'Release', 'fused_adapters.node')], { encoding: 'utf8' });
+    if (ldd.status === 0) expect(ldd.stdout).not.toMatch(/blas/i);
+    const found = run({});
+    const none = run({ FUSED_ADAPTERS_BLAS: 'none' });
+    const bad = run({ FUSED_ADAPTERS_BLAS: '/nonexistent/libopenblas.so' });
+    expect(none.blas).toBeNull();
+    expect(bad.blas).toBeNull();
+    const want = ref(found.a, found.b);
+    for (const r of [found, none, bad]) r.c.forEach((v: number, i: number) => expect(Math.abs(v - want[i])).toBeLessThan(1e-4 * (1 + Math.abs(want[i]))));
+    // CI installs OpenBLAS: there it must be found
+    if (process.env.CI) expect(found.blas).toBe('openblas');
+  });
+});

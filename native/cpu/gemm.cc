@@ -1,35 +1,27 @@
-// CPU GEMM: OpenBLAS's cblas_sgemm when the build found one (FA_HAVE_CBLAS),
+// CPU GEMM: the host's cblas_sgemm (OpenBLAS, found at run time: blas.h) when there is one,
 // else a portable blocked loop. bf16/fp16 operands are widened to fp32 first.
 #include <algorithm>
 #include <vector>
 
 #include "basic.h"
+#include "blas.h"
 #include "parallel.h"
-
-#ifdef FA_HAVE_CBLAS
-#include <cblas.h>
-#endif
 
 namespace fa {
 namespace cpu {
 
-const char* blasName() {
-#ifdef FA_HAVE_CBLAS
-  return FA_BLAS_NAME;
-#else
-  return nullptr;
-#endif
-}
+const char* blasName() { return hostBlas().name; }
 
 namespace {
 
 // C = alpha * op(A) op(B) + beta * C, fp32, row-major, one matrix.
 void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc) {
-#ifdef FA_HAVE_CBLAS
-  cblas_sgemm(CblasRowMajor, tA ? CblasTrans : CblasNoTrans, tB ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
-              B, ldb, beta, C, ldc);
-#else
+  if (CblasSgemm blas = hostBlas().sgemm) {
+    blas(kCblasRowMajor, tA ? kCblasTrans : kCblasNoTrans, tB ? kCblasTrans : kCblasNoTrans, M, N, K, alpha, A, lda, B,
+         ldb, beta, C, ldc);
+    return;
+  }
   // Portable fallback: pack op(B) as K x N rows so the inner loop is contiguous.
   std::vector<float> Bp(size_t(K) * N);
   for (int k = 0; k < K; k++)
@@ -48,7 +40,6 @@ void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, i
       for (int n = 0; n < N; n++) c[n] = alpha * acc[n] + (beta == 0.0f ? 0.0f : beta * c[n]);
     }
   });
-#endif
 }
 
 }  // namespace

@@ -1,0 +1,66 @@
+#include "blas.h"
+
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#ifdef FA_HAVE_CBLAS_H
+// Checks the hand-written prototype and enum values against the real header where the build has it.
+#include <cblas.h>
+#include <type_traits>
+static_assert(CblasRowMajor == fa::cpu::kCblasRowMajor && CblasNoTrans == fa::cpu::kCblasNoTrans &&
+                  CblasTrans == fa::cpu::kCblasTrans,
+              "CBLAS enum values differ from blas.h");
+static_assert(std::is_same<decltype(&cblas_sgemm),
+                           void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float*,
+                                    int, const float*, int, float, float*, int)>::value,
+              "cblas_sgemm's signature differs from blas.h (an ILP64 BLAS?)");
+#endif
+
+namespace fa {
+namespace cpu {
+namespace {
+
+struct Candidate {
+  const char* file;
+  const char* name;
+};
+
+HostBlas load() {
+  HostBlas b;
+  const char* forced = std::getenv("FUSED_ADAPTERS_BLAS");
+  if (forced && std::strcmp(forced, "none") == 0) return b;
+  const Candidate known[] = {
+      {"libopenblas.so.0", "openblas"}, {"libopenblas.so", "openblas"}, {"libblis.so.4", "blis"},
+      {"libmkl_rt.so.2", "mkl"},        {"libmkl_rt.so", "mkl"},        {"libcblas.so.3", "cblas"},
+      {"libblas.so.3", "cblas"},
+  };
+  const Candidate custom[] = {{forced, "cblas"}};
+  const Candidate* list = forced && *forced ? custom : known;
+  size_t n = forced && *forced ? 1 : sizeof known / sizeof known[0];
+  for (size_t i = 0; i < n; i++) {
+    // RTLD_LOCAL: the library's symbols stay out of the process's global namespace.
+    void* h = dlopen(list[i].file, RTLD_NOW | RTLD_LOCAL);
+    if (!h) continue;
+    auto f = reinterpret_cast<CblasSgemm>(dlsym(h, "cblas_sgemm"));
+    if (!f) {
+      dlclose(h);  // e.g. the reference libblas.so.3, which has no CBLAS interface
+      continue;
+    }
+    b.sgemm = f;
+    b.name = list[i].name;
+    return b;  // kept open for the life of the process
+  }
+  return b;
+}
+
+}  // namespace
+
+const HostBlas& hostBlas() {
+  static const HostBlas blas = load();  // thread-safe one-time initialisation
+  return blas;
+}
+
+}  // namespace cpu
+}  // namespace fa

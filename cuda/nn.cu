@@ -185,15 +185,16 @@ __global__ void sumPartialsKernel(const float* partW, const float* partB, float*
 
 template <typename T>
 __global__ void maskedSoftmaxKernel(const T* scores, const void* mask, int maskSize, bool maskInt, T* probs,
-                                    size_t rows, size_t Tk, size_t rowsPerBatch, float scale) {
+                                    size_t rows, size_t Tk, size_t rowsPerBatch, float scale, size_t causalTq) {
   int lane = threadIdx.x & 31;
   size_t nWarps = (size_t(gridDim.x) * blockDim.x) >> 5;
   for (size_t r = (blockIdx.x * size_t(blockDim.x) + threadIdx.x) >> 5; r < rows; r += nWarps) {
     const T* s = scores + r * Tk;
     T* p = probs + r * Tk;
     size_t mb = mask ? (r / rowsPerBatch) * Tk : 0;
+    size_t keys = causalTq ? r % causalTq + (Tk - causalTq) + 1 : Tk;  // causal: keys past the query are masked
     float m = -INFINITY, sum = 0.0f;
-    for (size_t k = lane; k < Tk; k += 32)
+    for (size_t k = lane; k < keys; k += 32)
       if (!mask || maskOn(mask, maskSize, maskInt, mb + k)) addSoftmax(m, sum, scale * toF(s[k]));
     warpSoftmaxStats(m, sum);
     if (m == -INFINITY) {  // nothing to attend to: a row of zeros
@@ -202,7 +203,7 @@ __global__ void maskedSoftmaxKernel(const T* scores, const void* mask, int maskS
     }
     float inv = 1.0f / sum;
     for (size_t k = lane; k < Tk; k += 32) {
-      bool on = !mask || maskOn(mask, maskSize, maskInt, mb + k);
+      bool on = k < keys && (!mask || maskOn(mask, maskSize, maskInt, mb + k));
       p[k] = fromF<T>(on ? expf(scale * toF(s[k]) - m) * inv : 0.0f);
     }
   }
@@ -478,7 +479,7 @@ void layerNormBackward(int dev, DType t, const void* dOut, const void* x, const 
 }
 
 void maskedSoftmax(int dev, DType t, const void* scores, const void* keyMask, DType maskType, void* probs,
-                   size_t rows, size_t Tk, size_t rowsPerBatch, float scale) {
+                   size_t rows, size_t Tk, size_t rowsPerBatch, float scale, size_t causalTq) {
   if (!rows || !Tk) return;
   DeviceGuard g(dev, "maskedSoftmax");
   int maskSize = int(dtypeSize(maskType));
@@ -487,7 +488,7 @@ void maskedSoftmax(int dev, DType t, const void* scores, const void* keyMask, DT
     using T = decltype(tag);
     maskedSoftmaxKernel<T><<<warpBlocks(rows), kThreads, 0, S(dev)>>>(
         static_cast<const T*>(scores), keyMask, maskSize, maskInt, static_cast<T*>(probs), rows, Tk,
-        rowsPerBatch ? rowsPerBatch : 1, scale);
+        rowsPerBatch ? rowsPerBatch : 1, scale, causalTq);
   });
   checkLaunch("maskedSoftmax");
 }

@@ -16,7 +16,7 @@ void layerNormBackward(int dev, DType t, const void* dOut, const void* x, const 
                        const float* mean, const float* rstd, void* dx, float* dWeight, float* dBias, size_t rows,
                        size_t H);
 void maskedSoftmax(int dev, DType t, const void* scores, const void* keyMask, DType maskType, void* probs,
-                   size_t rows, size_t Tk, size_t rowsPerBatch, float scale);
+                   size_t rows, size_t Tk, size_t rowsPerBatch, float scale, size_t causalTq = 0);
 void maskedSoftmaxBackward(int dev, DType t, const void* probs, const void* dProbs, void* dScores, size_t rows,
                            size_t Tk, float scale);
 void transpose12(int dev, size_t elemSize, const void* x, void* out, size_t A, size_t B, size_t C, size_t D);

@@ -11,8 +11,8 @@ export const {
   empty, evaluate, fill, full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward,
   loadAdapter, loadBackbone, loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul,
   memoryBudget, memoryStats, mul, ones, placeInHubCache, rand, randn, randomFill, readExamples,
-  resolveConfig, resolveModelDir, rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace,
-  setMemoryBudget, softmaxCrossEntropy, stack, sub, sumOfSquares, synchronize, tensor, train,
-  transpose12, zeros,
+  resolveConfig, resolveModelDir, rmsNorm, rmsNormBackward, rope, ropeBackward, rowSum, runDemo,
+  saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, softmaxCrossEntropy, stack, sub,
+  sumOfSquares, synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

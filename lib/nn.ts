@@ -52,12 +52,13 @@ export function layerNormBackward(
  * Attention probabilities: softmax(scale·scores) over the last dimension.
  * scores [B, NH, Tq, Tk] (any [..., Tk] without keyMask); keyMask [B, Tk] (any dtype,
  * nonzero = attend, 0 = padding): masked keys get probability exactly 0, and a row whose
- * keys are all masked is all zeros.
+ * keys are all masked is all zeros. causal: query q (of the last Tq) sees keys k ≤ q + Tk − Tq
+ * only (decoders; Tq = Tk without a cache).
  */
-export function maskedSoftmax(scores: Tensor, opts: { scale?: number; keyMask?: Tensor } = {}): Tensor {
+export function maskedSoftmax(scores: Tensor, opts: { scale?: number; keyMask?: Tensor; causal?: boolean } = {}): Tensor {
   const op = 'maskedSoftmax';
   const mask = opts.keyMask === undefined ? undefined : handle(opts.keyMask, op, 'keyMask');
-  return new Tensor(native().maskedSoftmax(handle(scores, op, 'scores'), opts.scale ?? 1, mask));
+  return new Tensor(native().maskedSoftmax(handle(scores, op, 'scores'), opts.scale ?? 1, mask, !!opts.causal));
 }
 
 /** dScores = scale · probs ⊙ (dProbs − Σ_k probs·dProbs): the gradient w.r.t. the unscaled scores. */
@@ -114,4 +115,43 @@ export function softmaxCrossEntropy(
   const r = native().softmaxCrossEntropy(handle(logits, op, 'logits'), handle(labels, op, 'labels'),
     opts.ignoreIndex ?? -100);
   return { loss: new Tensor(r.loss), dLogits: new Tensor(r.dLogits) };
+}
+
+// ---- decoder blocks ----
+
+export interface RmsNormResult {
+  /** weight ⊙ (x · rstd): the dtype and shape of x. */
+  out: Tensor;
+  /** fp32 [...x.shape[:-1]]: 1 / sqrt(mean(x²) + eps) per row, kept for the backward. */
+  rstd: Tensor;
+}
+
+/** RMSNorm over the last dimension H (LLaMA, Mistral, Qwen2): weight [H] of x's dtype; eps defaults to 1e-6. */
+export function rmsNorm(x: Tensor, weight: Tensor, opts: { eps?: number } = {}): RmsNormResult {
+  const op = 'rmsNorm';
+  const r = native().rmsNorm(handle(x, op, 'x'), handle(weight, op, 'weight'), opts.eps ?? 1e-6);
+  return { out: new Tensor(r.out), rstd: new Tensor(r.rstd) };
+}
+
+/** Backward of rmsNorm: dx (x's dtype) and dWeight (fp32 [H]). */
+export function rmsNormBackward(dOut: Tensor, x: Tensor, weight: Tensor, rstd: Tensor): { dx: Tensor; dWeight: Tensor } {
+  const op = 'rmsNormBackward';
+  const r = native().rmsNormBackward(handle(dOut, op, 'dOut'), handle(x, op, 'x'), handle(weight, op, 'weight'), handle(rstd, op, 'rstd'));
+  return { dx: new Tensor(r.dx), dWeight: new Tensor(r.dWeight) };
+}
+
+/**
+ * Rotary position embedding, transformers' rotate-half layout: x [..., heads, D] with int32
+ * positions [...] (one per token), invFreq fp32 [rot/2] (rot ≤ D even; the first rot dims of each
+ * head rotate, the rest pass through). angle_i = position · invFreq[i].
+ */
+export function rope(x: Tensor, positions: Tensor, invFreq: Tensor): Tensor {
+  const op = 'rope';
+  return new Tensor(native().rope(handle(x, op, 'x'), handle(positions, op, 'positions'), handle(invFreq, op, 'invFreq'), false));
+}
+
+/** Backward of rope: dx = the rotation by −angle of dOut. */
+export function ropeBackward(dOut: Tensor, positions: Tensor, invFreq: Tensor): Tensor {
+  const op = 'ropeBackward';
+  return new Tensor(native().rope(handle(dOut, op, 'dOut'), handle(positions, op, 'positions'), handle(invFreq, op, 'invFreq'), true));
 }

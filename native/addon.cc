@@ -217,6 +217,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerAdapterOps(env, exports);
   registerNnOps(env, exports);
   registerOptimOps(env, exports);
+  registerDecoderOps(env, exports);
   return exports;
 }
 

@@ -8,6 +8,7 @@ void registerBasicOps(Napi::Env env, Napi::Object exports);
 void registerAdapterOps(Napi::Env env, Napi::Object exports);
 void registerNnOps(Napi::Env env, Napi::Object exports);
 void registerOptimOps(Napi::Env env, Napi::Object exports);
+void registerDecoderOps(Napi::Env env, Napi::Object exports);
 
 // Runs a kernel call, turning a C++ exception into a JS Error named after the op.
 template <typename F>

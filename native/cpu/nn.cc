@@ -119,7 +119,7 @@ void layerNormBackward(DType t, const void* dOut, const void* x, const void* res
 }
 
 void maskedSoftmax(DType t, const void* scores, const void* keyMask, DType maskType, void* probs, size_t rows,
-                   size_t Tk, size_t rowsPerBatch, float scale) {
+                   size_t Tk, size_t rowsPerBatch, float scale, size_t causalTq) {
   parallelFor(rows, rowGrain(Tk), [&](size_t r0, size_t r1) {
     std::vector<float> s(Tk);
     std::vector<char> on(Tk, 1);
@@ -128,6 +128,10 @@ void maskedSoftmax(DType t, const void* scores, const void* keyMask, DType maskT
       if (keyMask) {
         size_t b = r / rowsPerBatch;
         for (size_t k = 0; k < Tk; k++) on[k] = maskOn(maskType, keyMask, b * Tk + k);
+      }
+      if (causalTq) {
+        size_t last = r % causalTq + (Tk - causalTq);  // the last key this query sees
+        for (size_t k = last + 1; k < Tk; k++) on[k] = 0;
       }
       float mx = -std::numeric_limits<float>::infinity();
       bool nan = false;

@@ -24,9 +24,10 @@ void layerNormBackward(DType t, const void* dOut, const void* x, const void* res
 
 // probs[r, :] = softmax(scale * scores[r, :]) over Tk keys. With keyMask ([B, Tk] of maskType,
 // nonzero = attend), row r belongs to batch r / rowsPerBatch; masked keys get exactly 0 and a
-// row with no key left (or whose every attended score is -inf) is all zeros.
+// row with no key left (or whose every attended score is -inf) is all zeros. causalTq > 0 makes
+// it causal: row r is query q = r % causalTq, which attends to keys k <= q + (Tk - causalTq).
 void maskedSoftmax(DType t, const void* scores, const void* keyMask, DType maskType, void* probs, size_t rows,
-                   size_t Tk, size_t rowsPerBatch, float scale);
+                   size_t Tk, size_t rowsPerBatch, float scale, size_t causalTq = 0);
 
 // dScores = scale * probs ⊙ (dProbs - Σ_k probs·dProbs), per row of Tk.
 void maskedSoftmaxBackward(DType t, const void* probs, const void* dProbs, void* dScores, size_t rows, size_t Tk,

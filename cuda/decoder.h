@@ -1,0 +1,21 @@
+// CUDA versions of native/cpu/decoder.h: same arguments plus the device, queued on the
+// device's stream; pointers are device pointers. Deterministic: reductions run in a fixed
+// order. Plain C++ (no CUDA headers) for the bindings.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "../native/dtype.h"
+
+namespace fa {
+namespace cuda {
+
+void rmsNorm(int dev, DType t, const void* x, const void* weight, void* out, float* rstd, size_t rows, size_t H,
+             float eps);
+void rmsNormBackward(int dev, DType t, const void* dOut, const void* x, const void* weight, const float* rstd,
+                     void* dx, float* dWeight, size_t rows, size_t H);
+void rope(int dev, DType t, const void* x, const int32_t* pos, const float* invFreq, void* out, size_t tokens,
+          size_t heads, size_t D, size_t rot, bool inverse);
+
+}  // namespace cuda
+}  // namespace fa

@@ -1,0 +1,115 @@
+// Bindings for the decoder building blocks: rmsNorm, rope and their backward passes
+// (see native/cpu/decoder.h).
+#include "args.h"
+#include "cpu/decoder.h"
+#include "ops.h"
+#include "tensor.h"
+#ifdef FA_WITH_CUDA
+#include "../cuda/decoder.h"
+#endif
+
+namespace fa {
+
+namespace {
+
+// rmsNorm(x [..., H], weight [H], eps) -> { out, rstd fp32 [...] }
+Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "rmsNorm"};
+  TensorImpl& x = a.tensor(info[0], "x");
+  a.floating(x, "x");
+  a.minRank(x, "x", 1, "[..., H]");
+  int64_t H = x.shape.back();
+  if (H < 1) a.error("argument 'x' must have a last dimension of at least 1, got shape " + x.shapeString());
+  TensorImpl& w = a.tensor(info[1], "weight");
+  a.shape(w, "weight", {H});
+  a.dtype(w, "weight", x.dtype, "x");
+  a.device(w, "weight", x, "x");
+  double eps = info[2].IsUndefined() ? 1e-6 : a.number(info[2], "eps");
+  if (eps <= 0) a.error("argument 'eps' must be positive, got " + num(eps));
+  std::vector<int64_t> rowShape = leading(x);
+  size_t rows = product(rowShape);
+  Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, a.op);
+  Napi::Object rstd = newTensor(env, rowShape, DType::F32, x.device, a.op);
+  void* o = implOf(out).ptr();
+  float* rp = static_cast<float*>(implOf(rstd).ptr());
+  runKernel(env, a.op, [&] { FA_NN_DISPATCH(x.device, rmsNorm, x.dtype, x.ptr(), w.ptr(), o, rp, rows, size_t(H), float(eps)); });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("out", out);
+  result.Set("rstd", rstd);
+  return result;
+}
+
+// rmsNormBackward(dOut, x, weight, rstd) -> { dx, dWeight fp32 [H] }
+Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "rmsNormBackward"};
+  TensorImpl& dOut = a.tensor(info[0], "dOut");
+  TensorImpl& x = a.tensor(info[1], "x");
+  a.floating(x, "x");
+  a.minRank(x, "x", 1, "[..., H]");
+  int64_t H = x.shape.back();
+  if (H < 1) a.error("argument 'x' must have a last dimension of at least 1, got shape " + x.shapeString());
+  a.like(dOut, "dOut", x, "x");
+  TensorImpl& w = a.tensor(info[2], "weight");
+  a.shape(w, "weight", {H});
+  a.dtype(w, "weight", x.dtype, "x");
+  a.device(w, "weight", x, "x");
+  std::vector<int64_t> rowShape = leading(x);
+  TensorImpl& rstd = a.tensor(info[3], "rstd");
+  if (rstd.dtype != DType::F32) a.error("argument 'rstd' must be float32 (from rmsNorm), got " + std::string(dtypeName(rstd.dtype)));
+  a.shape(rstd, "rstd", rowShape);
+  a.device(rstd, "rstd", x, "x");
+  size_t rows = product(rowShape);
+  Napi::Object dx = newTensor(env, x.shape, x.dtype, x.device, a.op);
+  Napi::Object dW = newTensor(env, {H}, DType::F32, x.device, a.op);
+  void* dxp = implOf(dx).ptr();
+  float* dWp = static_cast<float*>(implOf(dW).ptr());
+  const float* rp = static_cast<const float*>(rstd.ptr());
+  runKernel(env, a.op, [&] {
+    FA_NN_DISPATCH(x.device, rmsNormBackward, x.dtype, dOut.ptr(), x.ptr(), w.ptr(), rp, dxp, dWp, rows, size_t(H));
+  });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("dx", dx);
+  result.Set("dWeight", dW);
+  return result;
+}
+
+// rope(x [..., heads, D], positions int32 [...], invFreq fp32 [rot/2], inverse) -> out
+Napi::Value Rope(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "rope"};
+  TensorImpl& x = a.tensor(info[0], "x");
+  a.floating(x, "x");
+  a.minRank(x, "x", 2, "[..., heads, D]");
+  TensorImpl& pos = a.tensor(info[1], "positions");
+  a.int32(pos, "positions");
+  a.device(pos, "positions", x, "x");
+  std::vector<int64_t> tokShape(x.shape.begin(), x.shape.end() - 2);
+  a.shape(pos, "positions", tokShape);
+  TensorImpl& inv = a.tensor(info[2], "invFreq");
+  if (inv.dtype != DType::F32) a.error("argument 'invFreq' must be float32, got " + std::string(dtypeName(inv.dtype)));
+  if (inv.shape.size() != 1) a.error("argument 'invFreq' must be 1-D [rot/2], got shape " + inv.shapeString());
+  a.device(inv, "invFreq", x, "x");
+  size_t D = size_t(x.shape.back()), heads = size_t(x.shape[x.shape.size() - 2]);
+  size_t rot = 2 * size_t(inv.shape[0]);
+  if (rot > D) a.error("argument 'invFreq' has " + std::to_string(rot / 2) + " frequencies; a head of " + std::to_string(D) + " dims rotates at most " + std::to_string(D / 2));
+  bool inverse = !absent(info[3]) && info[3].ToBoolean().Value();
+  size_t tokens = product(tokShape);
+  Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, a.op);
+  void* o = implOf(out).ptr();
+  const int32_t* pp = static_cast<const int32_t*>(pos.ptr());
+  const float* ip = static_cast<const float*>(inv.ptr());
+  runKernel(env, a.op, [&] { FA_NN_DISPATCH(x.device, rope, x.dtype, x.ptr(), pp, ip, o, tokens, heads, D, rot, inverse); });
+  return out;
+}
+
+}  // namespace
+
+void registerDecoderOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm, "rmsNorm"));
+  exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward, "rmsNormBackward"));
+  exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
+}
+
+}  // namespace fa

@@ -1,0 +1,74 @@
+// The CUDA decoder building blocks against the CPU ops on fresh random inputs, in fp32, bf16 and
+// fp16, outputs poisoned (NaN) first: RMSNorm forward/backward, rotary embeddings, causal softmax.
+import { empty, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
+import type { FloatDType } from '../../lib';
+import { describeGpu, expectClose } from '../helpers';
+
+const dev = 'cuda:0';
+const seed = () => Math.floor(Math.random() * 2 ** 31);
+const FLOATS: FloatDType[] = ['float32', 'bfloat16', 'float16'];
+const tol = { float32: 1e-5, bfloat16: 1e-2, float16: 2e-3 } as const;
+
+function both(shape: number[], dtype: FloatDType, opts: { std?: number; mean?: number } = {}): [Tensor, Tensor] {
+  const c = randn(shape, { seed: seed(), dtype, ...opts });
+  return [c, c.to(dev)];
+}
+
+/** NaN-filled blocks of these sizes left in the device allocator's cache: the next outputs start poisoned. */
+function poison(...specs: [number[], FloatDType | 'float32'][]): void {
+  const ts = specs.map(([shape, dtype]) => {
+    const t = empty(shape, { dtype, device: dev });
+    t.copyFrom(new Float32Array(t.size).fill(NaN));
+    return t;
+  });
+  for (const t of ts) t.dispose();
+}
+
+describeGpu('CUDA decoder ops match the CPU', () => {
+  for (const dtype of FLOATS)
+    for (const shape of [[1, 1], [7, 33], [4096, 576], [3, 2, 2049]])
+      test(`rmsNorm forward and backward ${dtype} ${JSON.stringify(shape)}`, () => {
+        const H = shape[shape.length - 1];
+        const rows = shape.slice(0, -1);
+        const [x, xd] = both(shape, dtype, { std: 1.5 });
+        const [w, wd] = both([H], dtype, { mean: 1, std: 0.2 });
+        poison([shape, dtype], [rows, 'float32']);
+        const g = rmsNorm(xd, wd, { eps: 1e-5 });
+        const c = rmsNorm(x, w, { eps: 1e-5 });
+        expectClose(g.out.toArray(), c.out.toArray(), tol[dtype] * 2, tol[dtype]);
+        expectClose(g.rstd.toArray(), c.rstd.toArray(), 1e-5);
+        const [d, dd] = both(shape, dtype);
+        poison([shape, dtype], [[H], 'float32']);
+        const gb = rmsNormBackward(dd, xd, wd, g.rstd);
+        const cb = rmsNormBackward(d, x, w, c.rstd);
+        expectClose(gb.dx.toArray(), cb.dx.toArray(), tol[dtype] * 2, tol[dtype]);
+        expectClose(gb.dWeight.toArray(), cb.dWeight.toArray(), dtype === 'float32' ? 1e-4 : tol[dtype], 1e-3);
+      });
+
+  for (const dtype of FLOATS)
+    for (const [B, T, heads, D, rot] of [[1, 1, 1, 2, 2], [2, 37, 9, 64, 64], [1, 300, 3, 96, 64]])
+      test(`rope and its backward ${dtype} [${B}, ${T}, ${heads}, ${D}] rotating ${rot}`, () => {
+        const [x, xd] = both([B, T, heads, D], dtype);
+        const pos = tensor(Int32Array.from({ length: B * T }, () => Math.floor(Math.random() * 32768)), [B, T], { dtype: 'int32' });
+        const inv = tensor(Float32Array.from({ length: rot / 2 }, (_, i) => 1 / 10000 ** ((2 * i) / rot)), [rot / 2]);
+        poison([[B, T, heads, D], dtype]);
+        const g = rope(xd, pos.to(dev), inv.to(dev)).toArray();
+        expectClose(g, rope(x, pos, inv).toArray(), tol[dtype] * 2, tol[dtype] * 2);
+        poison([[B, T, heads, D], dtype]);
+        expectClose(ropeBackward(xd, pos.to(dev), inv.to(dev)).toArray(), ropeBackward(x, pos, inv).toArray(), tol[dtype] * 2, tol[dtype] * 2);
+      });
+
+  for (const dtype of FLOATS)
+    test(`causal maskedSoftmax ${dtype}, with padding, Tq = Tk and Tq < Tk`, () => {
+      for (const [B, NH, Tq, Tk] of [[2, 4, 70, 70], [3, 2, 5, 131]]) {
+        const [s, sd] = both([B, NH, Tq, Tk], dtype, { std: 3 });
+        const maskArr = Float32Array.from({ length: B * Tk }, () => (Math.random() < 0.2 ? 0 : 1));
+        const keyMask = tensor(maskArr, [B, Tk]);
+        poison([[B, NH, Tq, Tk], dtype]);
+        const g = maskedSoftmax(sd, { causal: true, keyMask: keyMask.to(dev), scale: 0.3 }).toArray();
+        const c = maskedSoftmax(s, { causal: true, keyMask, scale: 0.3 }).toArray();
+        expectClose(g, c, tol[dtype], tol[dtype] * 1e-2);
+        for (let i = 0; i < c.length; i++) if (c[i] === 0 && g[i] !== 0) throw new Error(`element ${i}: ${g[i]}, masked on the CPU`);
+      }
+    });
+});

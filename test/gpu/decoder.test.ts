@@ -2,6 +2,11 @@
 // fp16, outputs poisoned (NaN) first: RMSNorm forward/backward, rotary embeddings, causal softmax.
 import { empty, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
 import type { FloatDType } from '../../lib';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { loadDecoder } from '../../lib';
+import { writeTinyGpt2, writeTinyLlama } from '../decoderFixture';
 import { describeGpu, expectClose } from '../helpers';
 
 const dev = 'cuda:0';
@@ -71,4 +76,26 @@ describeGpu('CUDA decoder ops match the CPU', () => {
         for (let i = 0; i < c.length; i++) if (c[i] === 0 && g[i] !== 0) throw new Error(`element ${i}: ${g[i]}, masked on the CPU`);
       }
     });
+});
+
+describeGpu('CUDA decoders match the CPU', () => {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-gpu-decoder-'));
+  afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+  for (const [arch, write] of [['llama (GQA, llama3 rope)', writeTinyLlama], ['gpt2', writeTinyGpt2]] as const)
+    for (const dtype of ['float32', 'bfloat16'] as const)
+      test(`${arch} ${dtype}: logits and loss on a padded batch`, async () => {
+        const dir = write(path.join(work, `${arch.split(' ')[0]}-${dtype}`), seed());
+        const cpu = await loadDecoder(dir, { device: 'cpu', dtype: 'float32' });
+        const gpu = await loadDecoder(dir, { device: dev, dtype });
+        const ids = [[0, 0, 5, 9, 13, 21, 34], [55, 89, 14, 23, 37, 60, 0]];
+        const mask = [[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 0]];
+        const labels = [[-100, -100, -100, 9, 13, 21, 34], [-100, 89, 14, 23, 37, 60, -100]];
+        const c = cpu.forward({ inputIds: ids, attentionMask: mask }, { labels });
+        const g = gpu.forward({ inputIds: ids, attentionMask: mask }, { labels });
+        const V = cpu.config.vocabSize;
+        const real = (a: Float32Array) => a.filter((_, i) => mask[Math.floor(i / V / 7)][Math.floor(i / V) % 7] === 1);
+        expectClose(real(g.logits.toArray()), real(c.logits.toArray()), dtype === 'float32' ? 1e-4 : 5e-2, dtype === 'float32' ? 1e-4 : 5e-2);
+        expect(Math.abs(g.lossValue! - c.lossValue!)).toBeLessThan(dtype === 'float32' ? 1e-4 : 3e-2 * c.lossValue!);
+        for (const x of [c, g, cpu, gpu]) x.dispose();
+      });
 });

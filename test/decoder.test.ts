@@ -1,0 +1,120 @@
+// Decoders on the CPU without Python (the parity with transformers is in test/reference/):
+// padding on either side changes nothing for the real tokens, grouped-query attention equals
+// multi-head attention with the K/V heads repeated, the loss ignores what it should, and bad
+// configs, files and inputs are refused with errors that name them.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { loadDecoder } from '../lib';
+import type { Decoder } from '../lib';
+import { SafetensorsFile, TensorToWrite } from '../lib/backbone/safetensors';
+import { writeTinyGpt2, writeTinyLlama } from './decoderFixture';
+import { expectClose } from './helpers';
+
+const SEED = Math.floor(Math.random() * 2 ** 31);
+let work: string;
+let n = 0;
+const dirOf = () => path.join(work, `m${n++}`);
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-decoder-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+/** Logits of row b at its real positions. */
+function realLogits(model: Decoder, ids: number[][], mask: number[][], b: number): Float32Array[] {
+  const out = model.forward({ inputIds: ids, attentionMask: mask });
+  const [, T, V] = out.logits.shape;
+  const all = out.logits.toArray();
+  out.dispose();
+  const rows: Float32Array[] = [];
+  for (let t = 0; t < T; t++) if (mask[b][t]) rows.push(all.slice((b * T + t) * V, (b * T + t + 1) * V));
+  return rows;
+}
+
+describe(`decoders (seed ${SEED})`, () => {
+  for (const [arch, write] of [['llama', writeTinyLlama], ['gpt2', writeTinyGpt2]] as const)
+    test(`${arch}: left and right padding leave the real tokens' logits unchanged`, async () => {
+      const model = await loadDecoder(write(dirOf(), SEED), { device: 'cpu' });
+      const seq = [5, 17, 3, 44, 90, 2];
+      const alone = realLogits(model, [seq], [seq.map(() => 1)], 0);
+      const left = realLogits(model, [[0, 0, 0, ...seq], [1, 2, 3, 4, 5, 6, 7, 8, 9]], [[0, 0, 0, 1, 1, 1, 1, 1, 1], new Array(9).fill(1)], 0);
+      const right = realLogits(model, [[...seq, 0, 0], [9, 8, 7, 6, 5, 4, 3, 2]], [[1, 1, 1, 1, 1, 1, 0, 0], new Array(8).fill(1)], 0);
+      expect(left).toHaveLength(seq.length);
+      for (let t = 0; t < seq.length; t++) {
+        expectClose(left[t], alone[t], 1e-5, 1e-5);
+        expectClose(right[t], alone[t], 1e-5, 1e-5);
+      }
+      model.dispose();
+    });
+
+  test('grouped-query attention equals multi-head attention with each K/V head repeated for its query heads', async () => {
+    const gqaDir = writeTinyLlama(dirOf(), SEED, { kvHeads: 2 });
+    const st = SafetensorsFile.open(path.join(gqaDir, 'model.safetensors'));
+    const [H, heads, kv] = [48, 4, 2];
+    const dh = H / heads;
+    const mhaDir = writeTinyLlama(dirOf(), SEED, {
+      kvHeads: 4,
+      edit: (t: Record<string, TensorToWrite>) => {
+        for (const name of st.names()) {
+          const data = st.getFloat32(name);
+          if (/self_attn\.[kv]_proj\.weight$/.test(name)) {
+            // head j of the 4 is head floor(j / 2) of the 2 (query head h uses K/V head h / G)
+            const rep = new Float32Array(heads * dh * H);
+            for (let j = 0; j < heads; j++) rep.set(data.subarray(Math.floor(j / (heads / kv)) * dh * H, (Math.floor(j / (heads / kv)) + 1) * dh * H), j * dh * H);
+            t[name] = { dtype: 'F32', shape: [heads * dh, H], data: rep };
+          } else t[name] = { dtype: 'F32', shape: st.info(name).shape, data };
+        }
+      },
+    });
+    const ids = [[3, 14, 15, 92, 65, 35, 89], [7, 93, 23, 84, 62, 64, 33]];
+    const a = await loadDecoder(gqaDir, { device: 'cpu' });
+    const b = await loadDecoder(mhaDir, { device: 'cpu' });
+    expect([a.config.numKvHeads, b.config.numKvHeads]).toEqual([2, 4]);
+    const la = a.forward({ inputIds: ids });
+    const lb = b.forward({ inputIds: ids });
+    expectClose(la.logits.toArray(), lb.logits.toArray(), 1e-5, 1e-6);
+    for (const x of [la, lb, a, b]) x.dispose();
+  });
+
+  test('the loss: position t predicts labels[t + 1]; -100 does not count; the mean over what counts', async () => {
+    const model = await loadDecoder(writeTinyGpt2(dirOf(), SEED), { device: 'cpu' });
+    const ids = [[4, 8, 15, 16, 23, 42]];
+    const out = model.forward({ inputIds: ids }, { labels: [[-100, -100, 15, 16, -100, 42]] });
+    const V = model.config.vocabSize;
+    const logits = out.logits.toArray();
+    const ce = (t: number, label: number) => {
+      const row = Array.from(logits.slice(t * V, (t + 1) * V));
+      const mx = Math.max(...row);
+      return Math.log(row.reduce((s, v) => s + Math.exp(v - mx), 0)) + mx - row[label];
+    };
+    // targets: position 1 → 15, position 2 → 16, position 4 → 42
+    expect(out.lossValue!).toBeCloseTo((ce(1, 15) + ce(2, 16) + ce(4, 42)) / 3, 5);
+    out.dispose();
+    model.dispose();
+  });
+
+  test('bad inputs, configs and files name what is wrong', async () => {
+    const llama = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
+    expect(() => llama.forward({ inputIds: [[1, 97]] })).toThrow('forward: token id 97 is outside [0, 97)');
+    expect(() => llama.forward({ inputIds: [[1, 2], [3]] })).toThrow(/rows must all have the same, non-zero length/);
+    expect(() => llama.forward({ inputIds: [[1, 2]], attentionMask: [[1, 1, 1]] })).toThrow(/attentionMask is \[1, 3\], the input ids are \[1, 2\]/);
+    expect(() => llama.forward({ inputIds: [[1, 2]] }, { labels: [[1, 500]] })).toThrow(/label 500 is outside \[0, 97\)/);
+    llama.dispose();
+    await expect(loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { num_key_value_heads: 3 } }), { device: 'cpu' }))
+      .rejects.toThrow(/num_attention_heads 4 is not a multiple of num_key_value_heads 3/);
+    await expect(loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { rope_scaling: { rope_type: 'yarn', factor: 4 } } }), { device: 'cpu' }))
+      .rejects.toThrow(/rope type 'yarn' is not supported \(default, linear, llama3\)/);
+    await expect(loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { num_hidden_layers: 5000000 } }), { device: 'cpu' }))
+      .rejects.toThrow(/num_hidden_layers must be an integer in \[1, 1000\]/);
+    await expect(loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { num_hidden_layers: 3 } }), { device: 'cpu' }))
+      .rejects.toThrow(/config.json says num_hidden_layers: 3, but the weights hold 2 layer\(s\)/);
+    await expect(loadDecoder(writeTinyGpt2(dirOf(), SEED, { edit: (t) => { delete t['transformer.ln_f.bias']; } }), { device: 'cpu' }))
+      .rejects.toThrow(/lacks tensor 'transformer\.ln_f\.bias'/);
+    await expect(loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { intermediate_size: 81 } }), { device: 'cpu' }))
+      .rejects.toThrow(/mlp\.gate_proj\.weight' has shape \[80, 48\], the config needs \[81, 48\]/);
+    const windowed = await loadDecoder(writeTinyLlama(dirOf(), SEED, { config: { model_type: 'mistral', sliding_window: 4 } }), { device: 'cpu' });
+    expect(() => windowed.forward({ inputIds: [[1, 2, 3, 4, 5]] })).toThrow(/5 tokens exceed the sliding window of 4/);
+    expect(windowed.forward({ inputIds: [[1, 2, 3, 4]] }).logits.shape).toEqual([1, 4, 97]);
+    windowed.dispose();
+  });
+});

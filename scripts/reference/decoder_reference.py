@@ -9,6 +9,12 @@ For every case in CASES it writes DIR/<case>/: config.json and model.safetensors
 row, right padding in another, -100 on padding and on a prompt prefix) and reference.safetensors
 (logits [B, T, V] and loss [1]). Every weight, norms and biases included, is drawn afresh from the
 seed, so nothing is zero or one. Float32, CPU, eval mode, eager attention.
+
+Then, for the cases AdapterHub supports (gpt2, llama, mistral; adapters 1.3.0 has no qwen2), every
+adapter config in ADAPTER_CASES is added with `adapters.init(model)` + add_adapter + train_adapter,
+its tensors perturbed (so nothing is zero or the identity), and one forward with labels and one
+backward run: DIR/<case>/adapter-<config>.safetensors holds param.<name> (the adapter's values),
+grad.<name> (AdapterHub's autograd), logits and loss.
 """
 import argparse
 import json
@@ -18,6 +24,9 @@ import torch
 import transformers
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config)
+
+import adapters
+from adapters import DoubleSeqBnConfig, ParBnConfig, SeqBnConfig
 
 V = 211  # vocabulary
 
@@ -42,6 +51,35 @@ def cases():
         "qwen2": Qwen2Config(**common, num_key_value_heads=2, rope_theta=1e6, tie_word_embeddings=True,
                              use_sliding_window=False),
     }
+
+
+ADAPTER_CASES = {
+    "seq_bn": lambda: SeqBnConfig(reduction_factor=8),
+    "double_seq_bn": lambda: DoubleSeqBnConfig(reduction_factor=4, leave_out=[0]),
+    "par_bn": lambda: ParBnConfig(reduction_factor=4, non_linearity="gelu_new"),
+    "seq_bn_learned_swish": lambda: SeqBnConfig(reduction_factor=16, scaling="learned", non_linearity="swish"),
+}
+ADAPTERHUB_SUPPORTS = {"gpt2", "llama", "mistral"}
+
+
+def adapter_case(model_dir, cfg_name, ids, mask, pos, labels, g):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").float().eval()
+    adapters.init(model)
+    model.add_adapter("a", config=ADAPTER_CASES[cfg_name]())
+    model.train_adapter("a")
+    model.eval()  # no dropout; train_adapter switched the module to training mode
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g) + (1.0 if name.endswith("scaling") else 0.0))
+    r = model(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels)
+    r.loss.backward()
+    out = {"logits": r.logits.detach().contiguous(), "loss": r.loss.detach().reshape(1)}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            out["param." + name] = p.detach().contiguous().reshape(p.shape if p.dim() else (1,))
+            out["grad." + name] = p.grad.detach().contiguous().reshape(p.shape if p.dim() else (1,))
+    return out
 
 
 def fresh_inputs(g):
@@ -78,7 +116,8 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     g = torch.Generator().manual_seed(a.seed)
-    manifest = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__}, "cases": []}
+    manifest = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                             "adapters": adapters.__version__}, "cases": []}
     for name, cfg in cases().items():
         out = os.path.join(a.out, name)
         os.makedirs(out, exist_ok=True)
@@ -95,6 +134,10 @@ def main():
             json.dump({"input_ids": ids.tolist(), "attention_mask": mask.tolist(), "position_ids": pos.tolist(),
                        "labels": labels.tolist()}, f)
         manifest["cases"].append(name)
+        if cfg.model_type in ADAPTERHUB_SUPPORTS:
+            for cfg_name in ADAPTER_CASES:
+                save_file(adapter_case(out, cfg_name, ids, mask, pos, labels, g), os.path.join(out, f"adapter-{cfg_name}.safetensors"))
+                manifest.setdefault("adapters", []).append(f"{name}/{cfg_name}")
     with open(os.path.join(a.out, "manifest.json"), "w") as f:
         json.dump(manifest, f)
 

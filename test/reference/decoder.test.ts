@@ -7,6 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../../lib';
+import type { AdapterConfigInput } from '../../lib';
 import { SafetensorsFile } from '../../lib/backbone/safetensors';
 import { describeReference, runPython } from './env';
 
@@ -15,7 +16,7 @@ const SCRIPT = path.resolve(__dirname, '..', '..', 'scripts', 'reference', 'deco
 
 describeReference('decoders: parity with transformers on tiny random models', (env) => {
   let work: string;
-  let manifest: { cases: string[]; versions: Record<string, string> };
+  let manifest: { cases: string[]; adapters: string[]; versions: Record<string, string> };
   beforeAll(async () => {
     work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-decoder-ref-'));
     await runPython(env.python, [SCRIPT, '--out', work, '--seed', String(seed)]);
@@ -58,4 +59,49 @@ describeReference('decoders: parity with transformers on tiny random models', (e
       out.dispose();
       model.dispose();
     });
+
+  // the same configs as ADAPTER_CASES in scripts/reference/decoder_reference.py
+  const CONFIGS: Record<string, AdapterConfigInput> = {
+    seq_bn: { config: 'seq_bn', reductionFactor: 8 },
+    double_seq_bn: { config: 'double_seq_bn', reductionFactor: 4, leaveOut: [0] },
+    par_bn: { config: 'par_bn', reductionFactor: 4, nonLinearity: 'gelu_new' },
+    seq_bn_learned_swish: { config: 'seq_bn', reductionFactor: 16, scaling: 'learned', nonLinearity: 'swish' },
+  };
+  for (const arch of ['gpt2', 'llama_gqa_llama3', 'llama_linear_tied', 'mistral'])
+    for (const cfg of Object.keys(CONFIGS))
+      test(`${arch} + ${cfg}: logits, loss and every adapter gradient equal AdapterHub's`, async () => {
+        expect(manifest.adapters).toContain(`${arch}/${cfg}`);
+        const dir = path.join(work, arch);
+        const inputs = JSON.parse(fs.readFileSync(path.join(dir, 'inputs.json'), 'utf8'));
+        const ref = SafetensorsFile.open(path.join(dir, `adapter-${cfg}.safetensors`));
+        const model = await loadDecoder(dir, { device: 'cpu' });
+        model.addAdapter('a', CONFIGS[cfg]);
+        const params = model.adapterParameters('a');
+        const refParams = ref.names().filter((n) => n.startsWith('param.')).map((n) => n.slice(6));
+        expect([...params.keys()].sort()).toEqual(refParams.sort()); // the same sites, AdapterHub's names
+        for (const [name, t] of params) t.copyFrom(ref.getFloat32(`param.${name}`));
+        model.trainAdapter('a');
+        const out = model.forward({ inputIds: inputs.input_ids, attentionMask: inputs.attention_mask }, { labels: inputs.labels });
+        const near = (what: string, got: ArrayLike<number>, want: Float32Array, tol: number, mask?: (i: number) => boolean) => {
+          let scale = 0;
+          for (const v of want) scale = Math.max(scale, Math.abs(v));
+          expect(scale).toBeGreaterThan(0);
+          let worst = 0;
+          for (let i = 0; i < want.length; i++) if (!mask || mask(i)) worst = Math.max(worst, Math.abs(got[i] - want[i]) / scale);
+          if (worst > tol) throw new Error(`${what}: error ${worst.toExponential(2)} of max |ref| ${scale.toExponential(2)} (allowed ${tol})`);
+          return worst;
+        };
+        const [, T, V] = ref.info('logits').shape;
+        near('logits', out.logits.toArray(), ref.getFloat32('logits'), 1e-4, (i) => inputs.attention_mask[Math.floor(i / (T * V))][Math.floor(i / V) % T] === 1);
+        expect(Math.abs(out.lossValue! - ref.getFloat32('loss')[0])).toBeLessThan(1e-4 * ref.getFloat32('loss')[0]);
+        model.backward(out);
+        const grads = model.grads();
+        expect([...grads.keys()].sort()).toEqual(refParams.sort());
+        let worst = 0;
+        for (const [name, g] of grads) worst = Math.max(worst, near(`grad ${name}`, g.toArray(), ref.getFloat32(`grad.${name}`), 1e-4));
+        // eslint-disable-next-line no-console
+        console.log(`${arch} + ${cfg}: ${grads.size} adapter gradients, worst error ${worst.toExponential(2)}`);
+        out.dispose();
+        model.dispose();
+      });
 });

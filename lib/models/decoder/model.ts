@@ -1,36 +1,25 @@
-// A frozen decoder-only language model (GPT-2, LLaMA family): token ids → logits over the
-// vocabulary, and the causal-LM loss on labels (-100 ignored), as transformers computes them.
+// A frozen decoder-only language model (GPT-2, LLaMA family) with AdapterHub bottleneck adapters:
+// token ids → logits over the vocabulary, the causal-LM loss on labels (-100 ignored), and a
+// backward that computes gradients for the trained adapter only.
 //
-//   GPT-2:  x = wte[ids] + wpe[pos];  per layer  x += o(attn(LN₁ x)),  x += down(gelu_tanh(up(LN₂ x)))
-//   LLaMA:  x = embed[ids];           per layer  x += o(attn(RMS₁ x)), x += down(silu(gate(RMS₂ x)) ⊙ up(RMS₂ x))
-//   then the final norm and logits = x · lm_headᵀ.
+//   GPT-2:  x = wte[ids] + wpe[pos];  per layer  x = site_mh(o(attn(LN₁ x)), x),  x = site_out(mlp(LN₂ x), x)
+//   LLaMA:  x = embed[ids];           the same with RMSNorm and the gated MLP down(silu(gate) ⊙ up)
+//   then the final norm and logits = x · lm_headᵀ. A site without an adapter is the plain residual.
 //
 // Attention is causal with the padding mask, rotary embeddings (LLaMA family) at each token's
-// position, and grouped-query heads: the G = heads / kv-heads query heads that share a K/V head
-// are laid out as one [G·T, dh] block against that head's [T, dh], so K and V are never copied.
-// Positions default to the count of real tokens before each one (left padding is invisible).
-import { layerNorm, maskedSoftmax, rmsNorm, rope, softmaxCrossEntropy, transpose12, embedding } from '../../nn';
-import { activation, add, matmul, mul } from '../../ops';
-import { FloatDType, Tensor, tensor } from '../../tensor';
+// position, grouped-query heads (layers.ts). Positions default to the count of real tokens before
+// each one, so left padding is invisible. The backbone has no dropout here (eval behaviour).
+import { BottleneckAdapter } from '../../adapters/bottleneck';
+import type { AdapterWeights } from '../../adapters/functional';
+import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../backbone/adapterConfig';
+import { embedding, softmaxCrossEntropy } from '../../nn';
+import { add, cast, matmul } from '../../ops';
 import { Scope } from '../../backbone/scope';
+import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
+import { attention, DecoderLayerWeights, DecoderSite, mlp, norm, NormWeights, residual } from './layers';
 
-/** A projection in nn.Linear layout: weight [out, in], optional bias [out]. */
-export interface Proj { weight: Tensor; bias?: Tensor }
-export interface NormWeights { weight: Tensor; bias?: Tensor }
-
-export interface DecoderLayerWeights {
-  norm1: NormWeights;
-  q: Proj;
-  k: Proj;
-  v: Proj;
-  o: Proj;
-  norm2: NormWeights;
-  /** The gated MLP's gate (LLaMA family); absent for GPT-2. */
-  gate?: Proj;
-  up: Proj;
-  down: Proj;
-}
+export type { DecoderLayerWeights, NormWeights, Proj } from './layers';
 
 export interface DecoderWeights {
   tokens: Tensor;
@@ -56,6 +45,10 @@ export interface DecoderInputs {
 export interface DecoderForwardOptions {
   /** [B][T] target ids for the causal-LM loss (shifted inside: position t predicts labels[t+1]); -100 is ignored. */
   labels?: number[][];
+  /** Adapter dropout when the adapter's config has one (the backbone has none). */
+  training?: boolean;
+  /** Dropout seed of this step. */
+  seed?: number;
 }
 
 export class DecoderOutput {
@@ -63,17 +56,32 @@ export class DecoderOutput {
   logits: Tensor;
   /** fp32 [1]: the mean cross-entropy over the labels that count. */
   loss?: Tensor;
-  constructor(logits: Tensor) {
+  /** @internal */ _backward?: () => void;
+  /** @internal */ _scope: Scope;
+  constructor(logits: Tensor, scope: Scope) {
     this.logits = logits;
+    this._scope = scope;
   }
   get lossValue(): number | undefined {
     return this.loss?.toArray()[0];
   }
+  /** Frees the outputs and what was kept for backward. */
   dispose(): void {
+    this._scope.dispose();
     this.logits.dispose();
     this.loss?.dispose();
+    this._backward = undefined;
   }
 }
+
+interface AdapterEntry {
+  name: string;
+  config: BnConfig;
+  sites: Map<string, { prefix: string; layer: BottleneckAdapter }>; // key `${layer}.mh|output`
+}
+
+const NAME = /^[A-Za-z0-9_-]+$/;
+const RESERVED = new Set(['__proto__', 'constructor', 'prototype']);
 
 function rows(a: number[][] | undefined, what: string, B?: number, T?: number): { data: number[]; B: number; T: number } {
   if (!Array.isArray(a) || !a.length || !a.every((r) => Array.isArray(r)))
@@ -95,6 +103,11 @@ export class Decoder {
   readonly modelName: string;
   readonly dir?: string;
   private readonly invFreq: Tensor | null;
+  private readonly adapters = new Map<string, AdapterEntry>();
+  private activeAdapter: string | null = null;
+  private trainedAdapter: string | null = null;
+  private readonly gradients = new Map<string, Tensor>();
+  private step = 0;
 
   constructor(config: DecoderConfig, weights: DecoderWeights, o: { device: string; dtype: FloatDType; weightHash?: string; modelName?: string; dir?: string }) {
     this.config = config;
@@ -114,12 +127,163 @@ export class Decoder {
     return n;
   }
 
+  /** The checkpoint prefix of layer i ('transformer.h.3', 'model.layers.3'), as AdapterHub names adapter tensors. */
+  layerPrefix(i: number): string {
+    return this.config.family === 'gpt2' ? `transformer.h.${i}` : `model.layers.${i}`;
+  }
+
+  // ---- adapters ----
+
+  /** Adds a bottleneck adapter (AdapterHub's seq_bn, double_seq_bn, par_bn and their options) at AdapterHub's sites. */
+  addAdapter(name: string, config: AdapterConfigInput = 'seq_bn', opts: { seed?: number } = {}): void {
+    if (typeof name !== 'string' || !NAME.test(name) || RESERVED.has(name))
+      throw new Error(`addAdapter: name must be letters, digits, '_' or '-' (and not a reserved word); got '${String(name)}'`);
+    if (this.adapters.has(name)) throw new Error(`addAdapter: an adapter named '${name}' already exists`);
+    const cfg = resolveConfig(config);
+    const L = this.config.numLayers;
+    const bad = cfg.leave_out.find((i) => !Number.isInteger(i) || i < 0 || i >= L);
+    if (bad !== undefined) throw new Error(`addAdapter: leave_out holds ${bad}; the model has layers 0..${L - 1}`);
+    for (const [field, allowed] of [['ln_before', false], ['ln_after', false], ['use_gating', false], ['adapter_residual_before_ln', false]] as const)
+      if (cfg[field] !== allowed) throw new Error(`addAdapter: ${field}: ${String(cfg[field])} is not supported on decoders`);
+    const H = this.config.hiddenSize;
+    for (let i = 0; i < L; i++)
+      if (bottleneckSize(cfg, H, i) > 16 * H) throw new Error(`addAdapter: reduction_factor ${JSON.stringify(cfg.reduction_factor)} gives a bottleneck over 16× the hidden size at layer ${i}`);
+    const act = activationOf(cfg.non_linearity);
+    const init = cfg.init_weights === 'mam_adapter' ? 'mam' : cfg.init_weights;
+    const sites = new Map<string, { prefix: string; layer: BottleneckAdapter }>();
+    let seed = opts.seed ?? 4242 + 1000 * (this.adapters.size + 1);
+    for (let i = 0; i < L; i++) {
+      if (cfg.leave_out.includes(i)) continue;
+      for (const site of ['mh', 'output'] as const) {
+        if (site === 'mh' ? !cfg.mh_adapter : !cfg.output_adapter) continue;
+        const layer = new BottleneckAdapter({
+          hiddenSize: H, bottleneckSize: bottleneckSize(cfg, H, i), activation: act, init, scaling: cfg.scaling,
+          dropout: cfg.dropout, device: this.device, dtype: this.dtype, seed: seed++,
+        });
+        const where = site === 'mh' ? 'attention_adapters' : 'output_adapters';
+        sites.set(`${i}.${site}`, { prefix: `${this.layerPrefix(i)}.${where}.adapters.${name}`, layer });
+      }
+    }
+    this.adapters.set(name, { name, config: cfg, sites });
+  }
+
+  adapterNames(): string[] {
+    return [...this.adapters.keys()];
+  }
+
+  adapterConfig(name: string): BnConfig {
+    return { ...this.entry(name, 'adapterConfig').config };
+  }
+
+  private entry(name: string, op: string): AdapterEntry {
+    const e = this.adapters.get(name);
+    if (!e) throw new Error(`${op}: no adapter named '${name}' (have: ${[...this.adapters.keys()].join(', ') || 'none'})`);
+    return e;
+  }
+
+  /** The adapter's tensors by AdapterHub's names ('model.layers.0.output_adapters.adapters.x.adapter_up.weight'). */
+  adapterParameters(name: string): Map<string, Tensor> {
+    const out = new Map<string, Tensor>();
+    for (const { prefix, layer } of this.entry(name, 'adapterParameters').sites.values())
+      for (const [k, t] of layer.parameters()) out.set(`${prefix}.${k}`, t);
+    return out;
+  }
+
+  /** Trains `name`: it becomes active and its tensors are the trainable ones. */
+  trainAdapter(name: string): void {
+    this.entry(name, 'trainAdapter');
+    this.trainedAdapter = name;
+    this.activeAdapter = name;
+    this.zeroGrad();
+  }
+
+  /** The adapter the forward runs (null: none, the plain model). */
+  setActiveAdapter(name: string | null): void {
+    if (name !== null) this.entry(name, 'setActiveAdapter');
+    this.activeAdapter = name;
+  }
+
+  get active(): string | null {
+    return this.activeAdapter;
+  }
+
+  deleteAdapter(name: string): void {
+    const e = this.entry(name, 'deleteAdapter');
+    for (const { layer } of e.sites.values()) layer.dispose();
+    this.adapters.delete(name);
+    if (this.activeAdapter === name) this.activeAdapter = null;
+    if (this.trainedAdapter === name) {
+      this.trainedAdapter = null;
+      this.zeroGrad();
+    }
+  }
+
+  /** The trainable tensors (the trained adapter's), by name. */
+  namedParameters(): Map<string, Tensor> {
+    return this.trainedAdapter ? this.adapterParameters(this.trainedAdapter) : new Map();
+  }
+
+  /** Accumulated gradients (fp32) of the trainable tensors, by name. */
+  grads(): Map<string, Tensor> {
+    return new Map(this.gradients);
+  }
+
+  zeroGrad(): void {
+    for (const t of this.gradients.values()) t.dispose();
+    this.gradients.clear();
+  }
+
+  private accumulate(name: string, g: Tensor): void {
+    const g32 = g.dtype === 'float32' ? g : cast(g, 'float32');
+    const prev = this.gradients.get(name);
+    const next = prev ? add(prev, g32) : g32.to({}); // a copy: the pass frees g
+    if (g32 !== g && prev) g32.dispose();
+    prev?.dispose();
+    this.gradients.set(name, next);
+  }
+
+  private site(layer: number, where: 'mh' | 'output', training: boolean, seed: number): DecoderSite | null {
+    if (!this.activeAdapter) return null;
+    const e = this.adapters.get(this.activeAdapter)!;
+    const s = e.sites.get(`${layer}.${where}`);
+    if (!s) return null;
+    const p = s.layer.parameters();
+    const weights: AdapterWeights = {
+      downWeight: p.get('adapter_down.0.weight')!, downBias: p.get('adapter_down.0.bias')!,
+      upWeight: p.get('adapter_up.weight')!, upBias: p.get('adapter_up.bias')!, scaling: p.get('scaling'),
+    };
+    const trained = this.activeAdapter === this.trainedAdapter;
+    return {
+      config: e.config, weights, activation: s.layer.activation,
+      scaling: typeof e.config.scaling === 'number' ? e.config.scaling : 1,
+      dropout: training && e.config.dropout > 0 ? { p: e.config.dropout, seed } : null,
+      accumulate: trained ? (g) => {
+        this.accumulate(`${s.prefix}.adapter_down.0.weight`, g.dDownWeight);
+        this.accumulate(`${s.prefix}.adapter_down.0.bias`, g.dDownBias);
+        this.accumulate(`${s.prefix}.adapter_up.weight`, g.dUpWeight);
+        this.accumulate(`${s.prefix}.adapter_up.bias`, g.dUpBias);
+        if (g.dScaling) this.accumulate(`${s.prefix}.scaling`, g.dScaling);
+      } : undefined,
+    };
+  }
+
+  /** The lowest layer holding a site of the trained, active adapter (numLayers when none). */
+  private lowestTrainedLayer(): number {
+    if (!this.trainedAdapter || this.activeAdapter !== this.trainedAdapter) return this.config.numLayers;
+    let low = this.config.numLayers;
+    for (const key of this.adapters.get(this.trainedAdapter)!.sites.keys()) low = Math.min(low, Number(key.split('.')[0]));
+    return low;
+  }
+
+  // ---- forward and backward ----
+
   forward(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): DecoderOutput {
     const s = new Scope();
     try {
       return this.run(s, inputs, opts);
-    } finally {
+    } catch (e) {
       s.dispose();
+      throw e;
     }
   }
 
@@ -141,67 +305,42 @@ export class Decoder {
     for (const p of pos) if (!Number.isInteger(p) || p < 0 || p >= maxPos) throw new Error(`forward: position ${p} is outside [0, ${maxPos})`);
     if (cfg.slidingWindow !== null && T > cfg.slidingWindow)
       throw new Error(`forward: ${T} tokens exceed the sliding window of ${cfg.slidingWindow} (config.json sliding_window), which is not supported`);
+    const labels = opts.labels ? rows(opts.labels, 'labels', B, T).data : null;
+    const training = !!opts.training;
+    const seedBase = (opts.seed ?? 7919 * ++this.step) % 2 ** 31;
 
-    const idsT = s.t(tensor(ids.data, [B, T], { dtype: 'int32', device: dev }));
-    const posT = s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev }));
-    const keyMask = s.t(tensor(mask, [B, T], { device: dev }));
+    const run = {
+      B, T, invFreq: this.invFreq,
+      positions: s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev })),
+      keyMask: s.t(tensor(mask, [B, T], { device: dev })),
+    };
     const w = this.weights;
-    let x = s.t(embedding(w.tokens, idsT));
-    if (w.positions) x = s.t(add(x, s.t(embedding(w.positions, posT))));
-    for (const l of w.layers) {
-      x = s.t(add(x, this.attention(s, this.norm(s, x, l.norm1), l, posT, keyMask, B, T)));
-      const m = this.norm(s, x, l.norm2);
-      const hidden = l.gate
-        ? s.t(mul(s.t(activation(proj(s, m, l.gate), cfg.act)), proj(s, m, l.up)))
-        : s.t(activation(proj(s, m, l.up), cfg.act));
-      x = s.t(add(x, proj(s, hidden, l.down)));
-    }
-    const h = this.norm(s, x, w.finalNorm);
-    const logits = matmul(h, w.lmHead, { transB: true }); // [B, T, V], owned by the output
-    const out = new DecoderOutput(logits);
-    if (opts.labels) out.loss = this.loss(s, logits, rows(opts.labels, 'labels', B, T).data, B, T);
-    return out;
-  }
-
-  private norm(s: Scope, x: Tensor, n: NormWeights): Tensor {
-    const eps = this.config.eps;
-    if (this.config.norm === 'rms') {
-      const r = rmsNorm(x, n.weight, { eps });
-      s.t(r.rstd);
-      return s.t(r.out);
-    }
-    const r = layerNorm(x, n.weight, n.bias!, { eps });
-    s.t(r.mean);
-    s.t(r.rstd);
-    return s.t(r.out);
-  }
-
-  /** Causal self-attention with grouped-query heads; x [B, T, H] → [B, T, H] after o. */
-  private attention(s: Scope, x: Tensor, l: DecoderLayerWeights, pos: Tensor, keyMask: Tensor, B: number, T: number): Tensor {
-    const cfg = this.config;
-    const [Hq, Hkv, dh] = [cfg.numHeads, cfg.numKvHeads, cfg.headDim];
-    const G = Hq / Hkv;
-    const view = (t: Tensor, shape: number[]) => s.t(t.reshape(shape));
-    let q = view(proj(s, x, l.q), [B, T, Hq, dh]);
-    let k = view(proj(s, x, l.k), [B, T, Hkv, dh]);
-    const v = view(proj(s, x, l.v), [B, T, Hkv, dh]);
-    if (this.invFreq) {
-      q = s.t(rope(q, pos, this.invFreq));
-      k = s.t(rope(k, pos, this.invFreq));
-    }
-    // [B, Hq, T, dh] is [B, Hkv, G, T, dh]: each K/V head against its G query heads' rows
-    const qh = view(s.t(transpose12(q)), [B * Hkv, G * T, dh]);
-    const kh = view(s.t(transpose12(k)), [B * Hkv, T, dh]);
-    const vh = view(s.t(transpose12(v)), [B * Hkv, T, dh]);
-    const scores = view(s.t(matmul(qh, kh, { transB: true })), [B, Hq, T, T]);
-    const probs = s.t(maskedSoftmax(scores, { scale: 1 / Math.sqrt(dh), keyMask, causal: true }));
-    const ctx = view(s.t(matmul(view(probs, [B * Hkv, G * T, T]), vh)), [B, Hq, T, dh]);
-    return proj(s, view(s.t(transpose12(ctx)), [B, T, Hq * dh]), l.o);
-  }
-
-  /** Causal-LM loss: position t predicts labels[t + 1]; the last position and -100 labels do not count. */
-  private loss(s: Scope, logits: Tensor, labels: number[], B: number, T: number): Tensor {
-    const V = this.config.vocabSize;
+    let x = s.t(embedding(w.tokens, s.t(tensor(ids.data, [B, T], { dtype: 'int32', device: dev }))));
+    if (w.positions) x = s.t(add(x, s.t(embedding(w.positions, run.positions))));
+    const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
+    w.layers.forEach((l, i) => {
+      const n1 = norm(s, cfg, x, l.norm1);
+      const att = attention(s, cfg, n1.out, l, run);
+      const A = residual(s, att.out, x, this.site(i, 'mh', training, seedBase * 64 + 2 * i));
+      const n2 = norm(s, cfg, A.out, l.norm2);
+      const m = mlp(s, cfg, n2.out, l);
+      const O = residual(s, m.out, A.out, this.site(i, 'output', training, seedBase * 64 + 2 * i + 1));
+      const hasMh = this.activeAdapter !== null && this.adapters.get(this.activeAdapter)!.sites.has(`${i}.mh`);
+      backs.push((d, needDx) => {
+        const o = O.back(d);
+        if (!needDx && !hasMh) return null; // the lowest adapted layer: only its adapters' gradients were needed
+        const dA = s.t(add(o.dx, n2.back(m.back(o.dh))));
+        const a = A.back(dA);
+        if (!needDx) return null;
+        return s.t(add(a.dx, n1.back(att.back(a.dh))));
+      });
+      x = O.out;
+    });
+    const fin = norm(s, cfg, x, w.finalNorm);
+    const logits = matmul(fin.out, w.lmHead, { transB: true }); // [B, T, V], owned by the output
+    const out = new DecoderOutput(logits, s);
+    if (!labels) return out;
+    const V = cfg.vocabSize;
     const shifted = new Int32Array(B * T).fill(-100);
     for (let b = 0; b < B; b++)
       for (let t = 0; t + 1 < T; t++) {
@@ -209,20 +348,39 @@ export class Decoder {
         if (l !== -100 && (!Number.isInteger(l) || l < 0 || l >= V)) throw new Error(`forward: label ${l} is outside [0, ${V}) (and not -100)`);
         shifted[b * T + t] = l;
       }
-    const lab = s.t(tensor(shifted, [B * T], { dtype: 'int32', device: this.device }));
-    const r = softmaxCrossEntropy(s.t(logits.reshape([B * T, V])), lab, { ignoreIndex: -100 });
-    s.t(r.dLogits);
-    return r.loss;
+    const ce = softmaxCrossEntropy(s.t(logits.reshape([B * T, V])), s.t(tensor(shifted, [B * T], { dtype: 'int32', device: dev })));
+    out.loss = ce.loss;
+    const dLogits = s.t(ce.dLogits);
+    out._backward = () => {
+      const lowest = this.lowestTrainedLayer();
+      if (lowest >= cfg.numLayers) throw new Error('backward: no adapter is being trained (trainAdapter(name) first, and keep it active)');
+      let d = s.t(matmul(s.t(dLogits.reshape([B, T, V])), w.lmHead)); // [B, T, H]
+      d = fin.back(d);
+      for (let i = cfg.numLayers - 1; i >= lowest; i--) {
+        const dx = backs[i](d, i > lowest);
+        if (!dx) break;
+        d = dx;
+      }
+    };
+    return out;
+  }
+
+  /** Gradients of the trained adapter's tensors from out.loss, accumulated into grads(). */
+  backward(out: DecoderOutput): void {
+    if (!(out instanceof DecoderOutput)) throw new Error('backward: pass the result of forward()');
+    if (!out._backward) throw new Error('backward: this output has no loss (pass labels to forward) or was already used');
+    try {
+      out._backward();
+    } finally {
+      out._backward = undefined;
+      out._scope.dispose(); // the logits and the loss stay readable
+    }
   }
 
   dispose(): void {
+    for (const name of [...this.adapters.keys()]) this.deleteAdapter(name);
+    this.zeroGrad();
     for (const t of new Set(this.weights.all.values())) t.dispose();
     this.invFreq?.dispose();
   }
-}
-
-/** x · Wᵀ (+ b) for x [..., in]. */
-function proj(s: Scope, x: Tensor, p: Proj): Tensor {
-  const y = s.t(matmul(x, p.weight, { transB: true }));
-  return p.bias ? s.t(add(y, p.bias)) : y;
 }

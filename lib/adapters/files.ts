@@ -21,8 +21,9 @@ import * as fs from 'fs';
 import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
-import { BnConfig, bottleneckSize, configName, resolveConfig } from '../backbone/adapterConfig';
+import { AdapterConfigInput, BnConfig, bottleneckSize, configName, resolveConfig } from '../backbone/adapterConfig';
 import type { Backbone } from '../backbone/model';
+import type { ClassificationHead } from '../backbone/heads';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../backbone/safetensors';
 import type { Tensor } from '../tensor';
 
@@ -139,13 +140,35 @@ function writeFileAtomic(file: string, text: string): void {
 
 const MODEL_CLASS: Record<string, string> = {
   bert: 'BertAdapterModel', roberta: 'RobertaAdapterModel', distilbert: 'DistilBertAdapterModel',
+  gpt2: 'GPT2AdapterModel', llama: 'LlamaAdapterModel', mistral: 'MistralAdapterModel',
 };
+
+/**
+ * What the adapter files need of a model: an encoder (Backbone) or a decoder (Decoder). Heads are
+ * the encoder's (classification heads); a model without head() saves and loads adapters only.
+ */
+export interface AdapterHost {
+  readonly config: { hiddenSize: number; numLayers: number; modelType: string };
+  readonly modelName: string;
+  readonly weightHash: string;
+  /** The checkpoint prefix ('bert', 'model', 'transformer') and AdapterHub's name of an adapter site. */
+  readonly names: { prefix: string; adapterPrefix(layer: number, site: 'mh' | 'output', name: string): string };
+  adapterConfig(name: string): BnConfig;
+  adapterParameters(name: string): Map<string, Tensor>;
+  addAdapter(name: string, config: AdapterConfigInput): void;
+  deleteAdapter(name: string): void;
+  head?(name: string): ClassificationHead | undefined;
+}
+
+function isBackbone(model: AdapterHost): model is Backbone {
+  return typeof model.head === 'function';
+}
 
 /**
  * AdapterHub's flexible-head model class for the backbone (e.g. BertAdapterModel). AdapterHub only loads a
  * head saved from the same model class, and a model with our heads is its <Arch>AdapterModel.
  */
-function modelClass(model: Backbone): string {
+function modelClass(model: AdapterHost): string {
   return MODEL_CLASS[model.config.modelType] ?? `${model.config.modelType}AdapterModel`;
 }
 
@@ -275,13 +298,14 @@ function writeHead(dir: string, h: HeadFiles, saveId: string): void {
  * save_id), so files from different saves are refused by loadAdapter. Without a head, head files of an
  * earlier save are dropped, so that the directory never pairs this adapter with another head.
  */
-export function saveAdapter(model: Backbone, dir: string, name: string, opts: SaveAdapterOptions = {}): void {
+export function saveAdapter(model: AdapterHost, dir: string, name: string, opts: SaveAdapterOptions = {}): void {
   const where = 'saveAdapter';
   const cfg = model.adapterConfig(name); // throws for an unknown adapter
-  const withHead = opts.withHead ?? model.head(name) !== undefined;
+  const withHead = opts.withHead ?? model.head?.(name) !== undefined;
   if (opts.labels !== undefined && !withHead) throw new Error(`${where}: labels are recorded with the head; there is no head '${name}' to save`);
+  if (withHead && !isBackbone(model)) throw new Error(`${where}: a ${model.config.modelType} model has no heads to save`);
   const saveId = newSaveId();
-  const head = withHead ? headFiles(model, name, opts.labels, where, saveId) : null;
+  const head = withHead && isBackbone(model) ? headFiles(model, name, opts.labels, where, saveId) : null;
   const json = {
     config: adapterConfigDict(cfg),
     hidden_size: model.config.hiddenSize,
@@ -403,7 +427,7 @@ function describe(i: Identity): string {
 }
 
 /** Throws when the recorded backbone differs from `model` in model type, hidden size or layer count. */
-function checkIdentity(model: Backbone, what: string, saved: Identity): void {
+function checkIdentity(model: AdapterHost, what: string, saved: Identity): void {
   const mine: Identity = { modelType: model.config.modelType, hidden: model.config.hiddenSize, layers: model.config.numLayers };
   const differs = (saved.modelType !== undefined && saved.modelType !== mine.modelType)
     || (saved.hidden !== undefined && saved.hidden !== mine.hidden)
@@ -484,7 +508,7 @@ interface TensorPlan { file: string; key: string; shape: number[] }
  * fails on a comparison, not after building a huge adapter.
  */
 function checkPlannedShapes(
-  model: Backbone, config: BnConfig, name: string, st: SafetensorsFile, rename: (n: string) => string, where: string,
+  model: AdapterHost, config: BnConfig, name: string, st: SafetensorsFile, rename: (n: string) => string, where: string,
 ): void {
   const H = model.config.hiddenSize;
   const inFile = new Map<string, { stored: string; shape: number[] }>();
@@ -638,7 +662,7 @@ const LAYER_INDEX = /\.layer\.(\d+)\./;
  * checks it against the backbone, adds the adapter as `loadAs` (default its saved name) and copies its tensors.
  * A head in the directory is loaded under the same name. On any error nothing stays added.
  */
-export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptions = {}): LoadedAdapter {
+export function loadAdapter(model: AdapterHost, dir: string, opts: LoadAdapterOptions = {}): LoadedAdapter {
   const where = 'loadAdapter';
   dir = recoverDir(dir); // a save stopped between its renames (lib/atomicDir.ts)
   const { cfgFile, json, file, saved } = openSaved(dir, ADAPTER_FILES.config, ADAPTER_FILES.weights, ADAPTER_FILES.pickleWeights, 'adapter', where);
@@ -712,6 +736,10 @@ export function loadAdapter(model: Backbone, dir: string, opts: LoadAdapterOptio
     throw new Error(`${where}: withHead is set but ${dir} holds no head (${ADAPTER_FILES.headConfig}, ${ADAPTER_FILES.headWeights})`);
   }
   if (opts.withHead === false || !hasHead) return { name, warnings };
+  if (!isBackbone(model)) {
+    warnings.push(`${where}: ${dir} also holds a head, which a ${model.config.modelType} model does not take; ignored`);
+    return { name, warnings };
+  }
   try {
     const headCfg = path.join(dir, ADAPTER_FILES.headConfig);
     if (fs.existsSync(headCfg)) checkSameSave(dir, [ADAPTER_FILES.config, jsonSaveId(json)], [ADAPTER_FILES.headConfig, jsonSaveId(readJson(headCfg, where))], where);

@@ -3,6 +3,10 @@ decoders built with transformers' own classes, saved as Hugging Face saves them,
 and masked-label loss on a padded batch.
 
   python decoder_reference.py --out DIR --seed N
+  python decoder_reference.py --check JOBS.json
+      For each job {adapter, model, inputs, result}: loads an adapter this package saved into the
+      model with AdapterHub's load_adapter, runs the forward on the inputs and writes result
+      (logits, loss).
 
 For every case in CASES it writes DIR/<case>/: config.json and model.safetensors
 (save_pretrained), inputs.json (input_ids, attention_mask, position_ids, labels: left padding in one
@@ -14,7 +18,8 @@ Then, for the cases AdapterHub supports (gpt2, llama, mistral; adapters 1.3.0 ha
 adapter config in ADAPTER_CASES is added with `adapters.init(model)` + add_adapter + train_adapter,
 its tensors perturbed (so nothing is zero or the identity), and one forward with labels and one
 backward run: DIR/<case>/adapter-<config>.safetensors holds param.<name> (the adapter's values),
-grad.<name> (AdapterHub's autograd), logits and loss.
+grad.<name> (AdapterHub's autograd), logits and loss; DIR/<case>/hub-<config>/ is AdapterHub's
+save_adapter of it.
 """
 import argparse
 import json
@@ -72,6 +77,7 @@ def adapter_case(model_dir, cfg_name, ids, mask, pos, labels, g):
         for name, p in model.named_parameters():
             if p.requires_grad:
                 p.copy_(0.1 * torch.randn(p.shape, generator=g) + (1.0 if name.endswith("scaling") else 0.0))
+    model.save_adapter(os.path.join(model_dir, f"hub-{cfg_name}"), "a", with_head=False, use_safetensors=True)
     r = model(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels)
     r.loss.backward()
     out = {"logits": r.logits.detach().contiguous(), "loss": r.loss.detach().reshape(1)}
@@ -109,11 +115,33 @@ def perturb(model, g):
                 p.copy_(0.08 * torch.randn(p.shape, generator=g))
 
 
+def check(adapter_dir, model_dir, inputs_file, result):
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").float().eval()
+    adapters.init(model)
+    name = model.load_adapter(adapter_dir, use_safetensors=True)
+    model.set_active_adapters(name)
+    model.eval()
+    with open(inputs_file) as f:
+        inp = json.load(f)
+    ids, mask = torch.tensor(inp["input_ids"]), torch.tensor(inp["attention_mask"])
+    pos = torch.tensor(inp["position_ids"])
+    labels = torch.tensor(inp["labels"])
+    with torch.no_grad():
+        r = model(input_ids=ids, attention_mask=mask, position_ids=pos, labels=labels)
+    save_file({"logits": r.logits.contiguous(), "loss": r.loss.reshape(1)}, result)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--seed", type=int)
+    ap.add_argument("--check")
     a = ap.parse_args()
+    if a.check:
+        with open(a.check) as f:
+            for job in json.load(f):
+                check(job["adapter"], job["model"], job["inputs"], job["result"])
+        return
     torch.manual_seed(a.seed)
     g = torch.Generator().manual_seed(a.seed)
     manifest = {"versions": {"torch": torch.__version__, "transformers": transformers.__version__,

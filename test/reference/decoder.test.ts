@@ -104,4 +104,40 @@ describeReference('decoders: parity with transformers on tiny random models', (e
         out.dispose();
         model.dispose();
       });
+
+  test('adapter files both ways: AdapterHub\'s save_adapter loads here and ours loads in AdapterHub, with the same outputs', async () => {
+    const jobs: { adapter: string; model: string; inputs: string; result: string; ours: Float32Array; loss: number; mask: number[][] }[] = [];
+    const maxDiff = (a: Float32Array, b: Float32Array, mask: number[][]) => {
+      const [B, T] = [mask.length, mask[0].length];
+      const V = a.length / B / T;
+      let worst = 0;
+      for (let i = 0; i < a.length; i++) if (mask[Math.floor(i / (T * V))][Math.floor(i / V) % T]) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+      return worst;
+    };
+    for (const arch of ['gpt2', 'llama_gqa_llama3', 'mistral'])
+      for (const cfg of ['double_seq_bn', 'seq_bn_learned_swish']) {
+        const dir = path.join(work, arch);
+        const inputs = JSON.parse(fs.readFileSync(path.join(dir, 'inputs.json'), 'utf8'));
+        const model = await loadDecoder(dir, { device: 'cpu' });
+        const loaded = model.loadAdapter(path.join(dir, `hub-${cfg}`));
+        expect(loaded).toEqual({ name: 'a', warnings: [] });
+        model.setActiveAdapter('a');
+        const ours = model.forward({ inputIds: inputs.input_ids, attentionMask: inputs.attention_mask }, { labels: inputs.labels });
+        const ref = SafetensorsFile.open(path.join(dir, `adapter-${cfg}.safetensors`));
+        expect({ arch, cfg, diff: maxDiff(ours.logits.toArray(), ref.getFloat32('logits'), inputs.attention_mask) < 1e-4 }).toEqual({ arch, cfg, diff: true });
+        const saved = path.join(work, `${arch}-ours-${cfg}`);
+        model.saveAdapter(saved, 'a');
+        jobs.push({ adapter: saved, model: dir, inputs: path.join(dir, 'inputs.json'), result: `${saved}.safetensors`, ours: ours.logits.toArray(), loss: ours.lossValue!, mask: inputs.attention_mask });
+        ours.dispose();
+        model.dispose();
+      }
+    const jobFile = path.join(work, 'check-jobs.json');
+    fs.writeFileSync(jobFile, JSON.stringify(jobs.map(({ adapter, model, inputs, result }) => ({ adapter, model, inputs, result }))));
+    await runPython(env.python, [SCRIPT, '--check', jobFile]);
+    for (const j of jobs) {
+      const theirs = SafetensorsFile.open(j.result);
+      expect({ job: j.adapter, diff: maxDiff(j.ours, theirs.getFloat32('logits'), j.mask) < 1e-4 }).toEqual({ job: j.adapter, diff: true });
+      expect(Math.abs(theirs.getFloat32('loss')[0] - j.loss)).toBeLessThan(1e-4);
+    }
+  }, 120_000);
 });

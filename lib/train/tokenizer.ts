@@ -131,10 +131,17 @@ export class Tokenizer {
   readonly numSpecialPair: number;
   /** The underlying @huggingface/tokenizers tokenizer. */
   readonly hf: HFTokenizer;
+  /** tokenizer_config.json (or its equivalent from a GGUF file): chat_template, bos/eos tokens, ... */
+  readonly config: Readonly<Record<string, unknown>>;
+  /** The end-of-sequence token's id (tokenizer_config.json eos_token), if any. */
+  readonly eosId: number | undefined;
+  /** The beginning-of-sequence token's id (bos_token), if any. */
+  readonly bosId: number | undefined;
   private readonly bertFallback: boolean;
 
   private constructor(hf: HFTokenizer, json: Record<string, unknown>, config: TokenizerConfig) {
     this.hf = hf;
+    this.config = Object.freeze({ ...config });
     const vocab = hf.get_vocab(true);
     let maxId = -1;
     for (const id of vocab.values()) if (id > maxId) maxId = id;
@@ -161,6 +168,8 @@ export class Tokenizer {
     this.unkId = lookup('unk_token', 'tokenizer_config.json') ?? modelUnk ?? firstKnown('[UNK]', '<unk>');
     this.clsId = lookup('cls_token', 'tokenizer_config.json') ?? firstKnown('[CLS]', '<s>');
     this.sepId = lookup('sep_token', 'tokenizer_config.json') ?? firstKnown('[SEP]', '</s>');
+    this.eosId = lookup('eos_token', 'tokenizer_config.json');
+    this.bosId = lookup('bos_token', 'tokenizer_config.json');
 
     const padding = isPlainObject(json.padding) ? json.padding : undefined;
     const jsonPadId = padding && typeof padding.pad_id === 'number' ? padding.pad_id : undefined;
@@ -197,6 +206,52 @@ export class Tokenizer {
   static async fromPretrained(nameOrDir: string, opts: HubOptions = {}): Promise<Tokenizer> {
     const dir = await resolveModelDir(nameOrDir, { required: ['tokenizer.json'], optional: ['tokenizer_config.json'] }, opts);
     return Tokenizer.fromDir(dir);
+  }
+
+  /**
+   * From a GGUF file's metadata (tokenizer.ggml.*): a byte-level BPE tokenizer (tokenizer.ggml.model
+   * 'gpt2': GPT-2, LLaMA 3, SmolLM2, Qwen2) with its merges, control tokens as special added tokens,
+   * BOS prepended when add_bos_token says so, and the chat template. Other tokenizer models (SentencePiece
+   * 'llama') are refused by name.
+   */
+  static fromGgufMetadata(md: Record<string, unknown>, where = 'GGUF'): Tokenizer {
+    const model = md['tokenizer.ggml.model'];
+    if (model !== 'gpt2') throw new Error(`${where}: GGUF tokenizer model '${String(model)}' is not supported (gpt2, byte-level BPE)`);
+    const tokens = md['tokenizer.ggml.tokens'];
+    const merges = md['tokenizer.ggml.merges'];
+    if (!Array.isArray(tokens) || !Array.isArray(merges)) throw new Error(`${where}: GGUF metadata lacks tokenizer.ggml.tokens or merges`);
+    const types = (md['tokenizer.ggml.token_type'] as number[] | undefined) ?? [];
+    const vocab: Record<string, number> = {};
+    tokens.forEach((t: string, i: number) => { vocab[t] = i; });
+    const added = tokens.flatMap((t: string, i: number) => (types[i] === 3 || types[i] === 4
+      ? [{ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[i] === 3 }] : []));
+    const id = (k: string) => (typeof md[k] === 'number' ? (md[k] as number) : undefined);
+    const bos = id('tokenizer.ggml.bos_token_id');
+    const eos = id('tokenizer.ggml.eos_token_id');
+    const pad = id('tokenizer.ggml.padding_token_id');
+    const addBos = md['tokenizer.ggml.add_bos_token'] === true && bos !== undefined;
+    const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
+    const json = {
+      version: '1.0', added_tokens: added, normalizer: null, pre_tokenizer: byteLevel, decoder: byteLevel,
+      post_processor: addBos ? {
+        type: 'TemplateProcessing',
+        single: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+        pair: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+        special_tokens: { [tokens[bos!]]: { id: tokens[bos!], ids: [bos], tokens: [tokens[bos!]] } },
+      } : null,
+      model: {
+        type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+      },
+    };
+    const config: Record<string, unknown> = {};
+    if (bos !== undefined) config.bos_token = tokens[bos];
+    if (eos !== undefined) config.eos_token = tokens[eos];
+    if (pad !== undefined) config.pad_token = tokens[pad];
+    if (typeof md['tokenizer.chat_template'] === 'string') config.chat_template = md['tokenizer.chat_template'];
+    const ctx = md[`${String(md['general.architecture'])}.context_length`];
+    if (typeof ctx === 'number') config.model_max_length = ctx;
+    return Tokenizer.fromJSON(json, config);
   }
 
   /** Build from the parsed contents of tokenizer.json and (optionally) tokenizer_config.json. */

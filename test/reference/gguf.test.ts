@@ -9,6 +9,7 @@ import { loadDecoder, renderChat } from '../../lib';
 import type { Decoder, Tokenizer } from '../../lib';
 import { SafetensorsFile } from '../../lib/backbone/safetensors';
 import { encodeSft, padSftBatch } from '../../lib/train/sftData';
+import { dequantize } from '../../lib/io/gguf';
 import { describeReference, runPython } from './env';
 
 const seed = process.env.FA_REFERENCE_SEED ? Number(process.env.FA_REFERENCE_SEED) : (Date.now() % 1_000_000) + 1;
@@ -100,5 +101,20 @@ describeReference('SmolLM2 from its GGUF file: parity with transformers and Adap
     console.log(`SmolLM2 SFT step: loss ${out.lossValue} vs ${loss}; ${grads.size} adapter gradients, worst relative error ${worst.toExponential(2)}`);
     out.dispose();
     model.deleteAdapter('a');
+  });
+
+  test('dequantization of every supported storage type equals gguf\'s own (random blocks)', async () => {
+    const dir = path.join(work, 'dequant');
+    await runPython(env.python, [SCRIPT, '--dequant', dir, '--seed', String(seed)]);
+    const ids: Record<string, number> = { F16: 1, BF16: 30, Q8_0: 8, Q4_0: 2, Q4_1: 3, Q4_K: 12, Q6_K: 14 };
+    for (const [name, type] of Object.entries(ids)) {
+      const raw = fs.readFileSync(path.join(dir, `${name}.bin`));
+      const want = new Float32Array(new Uint8Array(fs.readFileSync(path.join(dir, `${name}.f32`))).buffer);
+      const got = dequantize(type, raw, want.length);
+      let worst = 0;
+      for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(got[i] - want[i]) / (1e-6 + Math.abs(want[i])));
+      expect({ type: name, ok: worst < 1e-5 }).toEqual({ type: name, ok: true });
+    }
+    expect(() => dequantize(13, Buffer.alloc(176), 256)).toThrow(/GGUF tensor type Q5_K is not supported/);
   });
 });

@@ -16,6 +16,8 @@ import { LabelMap, readExamples } from './train/data';
 import { softmaxRows } from './train/metrics';
 import { Tokenizer } from './train/tokenizer';
 import { evaluate, train } from './train/trainer';
+import { loadDecoder } from './models/decoder/load';
+import { sft } from './train/sft';
 
 function int(v: string): number {
   const n = Number(v);
@@ -167,6 +169,51 @@ export function makeProgram(): Command {
       model.saveAdapter(o.out, name, { labels: labels.labels });
       console.log(model.summary());
       if (res.final) console.log(`eval: accuracy ${(100 * res.final.accuracy).toFixed(2)}%, macro-F1 ${res.final.macroF1.toFixed(4)}, loss ${res.final.loss.toFixed(4)}`);
+      const skipped = res.skippedSteps ? ` (${plural(res.skippedSteps, 'step')} skipped: not finite)` : '';
+      console.log(`${plural(res.steps, 'step')}${skipped}, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; `
+        + `saved adapter '${name}' to ${o.out}`);
+    });
+
+  program.command('sft')
+    .description('instruction-tune an adapter on a frozen decoder (GPT-2, LLaMA family; a directory, hub id or .gguf file)')
+    .requiredOption('--model <dir|id|file.gguf>', 'decoder: model directory, Hugging Face hub repo id, or a GGUF file')
+    .requiredOption('--data <file>', 'JSONL of {prompt, response}, {instruction, input, output} or {messages: [...]}')
+    .option('--eval <file>', 'evaluation data (same formats): answer-token loss and perplexity')
+    .option('--adapter <config>', 'seq_bn | double_seq_bn | par_bn', 'seq_bn')
+    .option('--name <name>', "adapter name (default: the --out folder's name)")
+    .option('--reduction-factor <n>', 'hidden size / bottleneck size', float)
+    .option('--epochs <n>', 'epochs', int, 1)
+    .option('--steps <n>', 'optimizer steps (instead of epochs)', int)
+    .option('--lr <x>', 'learning rate', float, 1e-4)
+    .option('--batch-size <n>', 'batch size', int, 4)
+    .option('--max-length <n>', 'truncate each example to this many tokens', int, 512)
+    .option('--seed <n>', 'seed', int, 42)
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--log <file>', 'JSONL training log')
+    .option('--checkpoint-dir <dir>', 'save checkpoints here (and resume from them with --resume)')
+    .option('--resume', 'resume from --checkpoint-dir')
+    .option('--skip-non-finite', 'skip steps whose loss or gradients are NaN/Infinity')
+    .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
+    .action(async (o) => {
+      const config = configName(o.adapter);
+      if (o.resume && !o.checkpointDir) throw new Error('--resume needs --checkpoint-dir (the directory to resume from)');
+      const name = o.name ?? nameFromDir(o.out);
+      checkOutputPaths('sft', [{ path: o.data, name: '--data' }, { path: o.eval ?? '', name: '--eval' }, ...modelInput(o.model)], [
+        { path: o.out, name: '--out', kind: 'dir', owns: ownsAdapterEntry },
+        { path: o.log ?? '', name: '--log', kind: 'file' },
+        { path: o.checkpointDir ?? '', name: '--checkpoint-dir', kind: 'dir', owns: ownsCheckpointEntry },
+      ]);
+      mustExist(o.data, 'data file');
+      const model = await loadDecoder(fs.existsSync(o.model) ? o.model : modelSource(o.model), { device: o.device ?? defaultDevice() });
+      model.addAdapter(name, o.reductionFactor ? { config, reductionFactor: o.reductionFactor } : config);
+      console.log(`instruction-tuning adapter '${name}' (${config}) on ${model.modelName}, ${model.device}`);
+      const res = await sft({
+        model, adapter: name, trainData: o.data, evalData: o.eval, epochs: o.epochs, steps: o.steps, lr: o.lr, batchSize: o.batchSize,
+        maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
+        checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite,
+      });
+      model.saveAdapter(o.out, name);
+      if (res.final) console.log(`eval: answer loss ${res.final.loss.toFixed(4)}, perplexity ${res.final.perplexity.toFixed(3)} over ${res.final.tokens} tokens`);
       const skipped = res.skippedSteps ? ` (${plural(res.skippedSteps, 'step')} skipped: not finite)` : '';
       console.log(`${plural(res.steps, 'step')}${skipped}, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; `
         + `saved adapter '${name}' to ${o.out}`);

@@ -95,3 +95,52 @@ export function writeTinyGpt2(dir: string, seed: number, o: TinyDecoderOptions =
   };
   return writeModel(dir, config, t, o.edit);
 }
+
+/** GPT-2's byte ↔ printable-character table (byte-level BPE): the character standing for each byte. */
+export function byteChars(): string[] {
+  const bs: number[] = [];
+  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++)
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  const out: string[] = new Array(256);
+  bs.forEach((b, i) => { out[b] = String.fromCodePoint(cs[i]); });
+  return out;
+}
+
+export const CHATML = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+  + "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/**
+ * GGUF-style tokenizer metadata of a tiny byte-level BPE: the 256 byte tokens, a few merges, and
+ * <|endoftext|>, <|im_start|>, <|im_end|> as control tokens; a ChatML template unless chatTemplate is null.
+ */
+export function tinyChatTokenizerMetadata(chatTemplate: string | null = CHATML): Record<string, unknown> {
+  const bytes = byteChars();
+  const sp = bytes[32];
+  const tokens = [...bytes, `${sp}t`, 'he', `${sp}the`, '<|endoftext|>', '<|im_start|>', '<|im_end|>'];
+  const md: Record<string, unknown> = {
+    'general.architecture': 'llama', 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.tokens': tokens,
+    'tokenizer.ggml.token_type': tokens.map((_, i) => (i >= tokens.length - 3 ? 3 : 1)),
+    'tokenizer.ggml.merges': [`${sp} t`, 'h e', `${sp}t he`],
+    'tokenizer.ggml.bos_token_id': tokens.length - 2, 'tokenizer.ggml.eos_token_id': tokens.length - 1,
+    'tokenizer.ggml.padding_token_id': tokens.length - 3, 'tokenizer.ggml.add_bos_token': false,
+  };
+  if (chatTemplate !== null) md['tokenizer.chat_template'] = chatTemplate;
+  return md;
+}
+
+/** A tiny LLaMA with the tiny chat tokenizer's files (tokenizer.json, tokenizer_config.json) beside it. */
+export function writeTinyChatModel(dir: string, seed: number, files: { json: Record<string, unknown>; config: Record<string, unknown> }, o: TinyDecoderOptions = {}): string {
+  const vocab = (files.json.model as { vocab: Record<string, number> }).vocab;
+  writeTinyLlama(dir, seed, { ...o, vocab: Object.keys(vocab).length });
+  fs.writeFileSync(path.join(dir, 'tokenizer.json'), JSON.stringify(files.json));
+  fs.writeFileSync(path.join(dir, 'tokenizer_config.json'), JSON.stringify(files.config));
+  return dir;
+}

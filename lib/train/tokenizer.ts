@@ -215,42 +215,7 @@ export class Tokenizer {
    * 'llama') are refused by name.
    */
   static fromGgufMetadata(md: Record<string, unknown>, where = 'GGUF'): Tokenizer {
-    const model = md['tokenizer.ggml.model'];
-    if (model !== 'gpt2') throw new Error(`${where}: GGUF tokenizer model '${String(model)}' is not supported (gpt2, byte-level BPE)`);
-    const tokens = md['tokenizer.ggml.tokens'];
-    const merges = md['tokenizer.ggml.merges'];
-    if (!Array.isArray(tokens) || !Array.isArray(merges)) throw new Error(`${where}: GGUF metadata lacks tokenizer.ggml.tokens or merges`);
-    const types = (md['tokenizer.ggml.token_type'] as number[] | undefined) ?? [];
-    const vocab: Record<string, number> = {};
-    tokens.forEach((t: string, i: number) => { vocab[t] = i; });
-    const added = tokens.flatMap((t: string, i: number) => (types[i] === 3 || types[i] === 4
-      ? [{ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[i] === 3 }] : []));
-    const id = (k: string) => (typeof md[k] === 'number' ? (md[k] as number) : undefined);
-    const bos = id('tokenizer.ggml.bos_token_id');
-    const eos = id('tokenizer.ggml.eos_token_id');
-    const pad = id('tokenizer.ggml.padding_token_id');
-    const addBos = md['tokenizer.ggml.add_bos_token'] === true && bos !== undefined;
-    const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
-    const json = {
-      version: '1.0', added_tokens: added, normalizer: null, pre_tokenizer: byteLevel, decoder: byteLevel,
-      post_processor: addBos ? {
-        type: 'TemplateProcessing',
-        single: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-        pair: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
-        special_tokens: { [tokens[bos!]]: { id: tokens[bos!], ids: [bos], tokens: [tokens[bos!]] } },
-      } : null,
-      model: {
-        type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
-        fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
-      },
-    };
-    const config: Record<string, unknown> = {};
-    if (bos !== undefined) config.bos_token = tokens[bos];
-    if (eos !== undefined) config.eos_token = tokens[eos];
-    if (pad !== undefined) config.pad_token = tokens[pad];
-    if (typeof md['tokenizer.chat_template'] === 'string') config.chat_template = md['tokenizer.chat_template'];
-    const ctx = md[`${String(md['general.architecture'])}.context_length`];
-    if (typeof ctx === 'number') config.model_max_length = ctx;
+    const { json, config } = ggufTokenizerFiles(md, where);
     return Tokenizer.fromJSON(json, config);
   }
 
@@ -414,3 +379,49 @@ export class Tokenizer {
     return { tokens, typeIds };
   }
 }
+
+/**
+ * tokenizer.json and tokenizer_config.json (as objects) equivalent to a GGUF file's tokenizer metadata:
+ * byte-level BPE (tokenizer.ggml.model 'gpt2') with its merges, control tokens as special added tokens,
+ * BOS prepended when add_bos_token says so, the chat template.
+ */
+export function ggufTokenizerFiles(md: Record<string, unknown>, where = 'GGUF'): { json: Record<string, unknown>; config: Record<string, unknown> } {
+  const model = md['tokenizer.ggml.model'];
+  if (model !== 'gpt2') throw new Error(`${where}: GGUF tokenizer model '${String(model)}' is not supported (gpt2, byte-level BPE)`);
+  const tokens = md['tokenizer.ggml.tokens'];
+  const merges = md['tokenizer.ggml.merges'];
+  if (!Array.isArray(tokens) || !Array.isArray(merges)) throw new Error(`${where}: GGUF metadata lacks tokenizer.ggml.tokens or merges`);
+  const types = (md['tokenizer.ggml.token_type'] as number[] | undefined) ?? [];
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t: string, i: number) => { vocab[t] = i; });
+  const added = tokens.flatMap((t: string, i: number) => (types[i] === 3 || types[i] === 4
+    ? [{ id: i, content: t, single_word: false, lstrip: false, rstrip: false, normalized: false, special: types[i] === 3 }] : []));
+  const id = (k: string) => (typeof md[k] === 'number' ? (md[k] as number) : undefined);
+  const bos = id('tokenizer.ggml.bos_token_id');
+  const eos = id('tokenizer.ggml.eos_token_id');
+  const pad = id('tokenizer.ggml.padding_token_id');
+  const addBos = md['tokenizer.ggml.add_bos_token'] === true && bos !== undefined;
+  const byteLevel = { type: 'ByteLevel', add_prefix_space: false, trim_offsets: false, use_regex: true };
+  const json = {
+    version: '1.0', added_tokens: added, normalizer: null, pre_tokenizer: byteLevel, decoder: byteLevel,
+    post_processor: addBos ? {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [{ SpecialToken: { id: tokens[bos!], type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+      special_tokens: { [tokens[bos!]]: { id: tokens[bos!], ids: [bos], tokens: [tokens[bos!]] } },
+    } : null,
+    model: {
+      type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: null, end_of_word_suffix: null,
+      fuse_unk: false, byte_fallback: false, ignore_merges: false, vocab, merges,
+    },
+  };
+  const config: Record<string, unknown> = {};
+  if (bos !== undefined) config.bos_token = tokens[bos];
+  if (eos !== undefined) config.eos_token = tokens[eos];
+  if (pad !== undefined) config.pad_token = tokens[pad];
+  if (typeof md['tokenizer.chat_template'] === 'string') config.chat_template = md['tokenizer.chat_template'];
+  const ctx = md[`${String(md['general.architecture'])}.context_length`];
+  if (typeof ctx === 'number') config.model_max_length = ctx;
+  return { json, config };
+}
+

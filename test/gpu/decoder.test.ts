@@ -98,4 +98,30 @@ describeGpu('CUDA decoders match the CPU', () => {
         expect(Math.abs(g.lossValue! - c.lossValue!)).toBeLessThan(dtype === 'float32' ? 1e-4 : 3e-2 * c.lossValue!);
         for (const x of [c, g, cpu, gpu]) x.dispose();
       });
+
+  for (const cfg of ['seq_bn', 'double_seq_bn', 'par_bn'] as const)
+    test(`llama fp32 + ${cfg}: adapter gradients on CUDA equal the CPU's`, async () => {
+      const dir = writeTinyLlama(path.join(work, `grad-${cfg}`), seed());
+      const models = [await loadDecoder(dir, { device: 'cpu', dtype: 'float32' }), await loadDecoder(dir, { device: dev, dtype: 'float32' })];
+      for (const m of models) m.addAdapter('a', { config: cfg, reductionFactor: 4 }, { seed: 11 });
+      // the same non-zero adapter weights on both
+      for (const [k, t] of models[0].adapterParameters('a')) {
+        const v = Float32Array.from({ length: t.size }, () => (Math.random() - 0.5) * 0.2);
+        t.copyFrom(v);
+        models[1].adapterParameters('a').get(k)!.copyFrom(v);
+      }
+      const ids = [[0, 3, 14, 15, 92, 65, 35], [89, 79, 32, 38, 46, 26, 43]];
+      const mask = [[0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]];
+      const labels = [[-100, -100, 14, 15, 92, 65, 35], [-100, 79, 32, 38, 46, 26, 43]];
+      const grads = models.map((m) => {
+        m.trainAdapter('a');
+        const out = m.forward({ inputIds: ids, attentionMask: mask }, { labels });
+        m.backward(out);
+        out.dispose();
+        return m.grads();
+      });
+      expect([...grads[1].keys()].sort()).toEqual([...grads[0].keys()].sort());
+      for (const [k, g] of grads[0]) expectClose(grads[1].get(k)!.toArray(), g.toArray(), 1e-3, 1e-5);
+      for (const m of models) m.dispose();
+    });
 });

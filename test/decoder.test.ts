@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadDecoder } from '../lib';
+import { loadDecoder, placeInHubCache } from '../lib';
 import type { Decoder } from '../lib';
 import { SafetensorsFile, TensorToWrite } from '../lib/backbone/safetensors';
 import { writeTinyGpt2, writeTinyLlama } from './decoderFixture';
@@ -116,5 +116,20 @@ describe(`decoders (seed ${SEED})`, () => {
     expect(() => windowed.forward({ inputIds: [[1, 2, 3, 4, 5]] })).toThrow(/5 tokens exceed the sliding window of 4/);
     expect(windowed.forward({ inputIds: [[1, 2, 3, 4]] }).logits.shape).toEqual([1, 4, 97]);
     windowed.dispose();
+  });
+
+  test('a decoder from the Hugging Face cache by repo id, offline, equals the same directory loaded directly', async () => {
+    const dir = writeTinyLlama(dirOf(), SEED);
+    const cacheDir = path.join(work, 'hub-cache');
+    await placeInHubCache(dir, 'tiny-org/tiny-llama', { cacheDir });
+    const fromHub = await loadDecoder('tiny-org/tiny-llama', { device: 'cpu', cacheDir, offline: true });
+    const direct = await loadDecoder(dir, { device: 'cpu' });
+    expect(fromHub.modelName).toBe('tiny-org/tiny-llama');
+    expect(fromHub.weightHash).toBe(direct.weightHash);
+    const ids = [[1, 2, 3, 4]];
+    expect(Array.from(fromHub.forward({ inputIds: ids }).logits.toArray())).toEqual(Array.from(direct.forward({ inputIds: ids }).logits.toArray()));
+    await expect(loadDecoder('tiny-org/missing', { device: 'cpu', cacheDir, offline: true })).rejects.toThrow(/tiny-org\/missing/);
+    fromHub.dispose();
+    direct.dispose();
   });
 });

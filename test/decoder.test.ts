@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadDecoder, placeInHubCache } from '../lib';
+import { loadDecoder, NonFiniteError, placeInHubCache } from '../lib';
 import type { Decoder } from '../lib';
 import { SafetensorsFile, TensorToWrite } from '../lib/backbone/safetensors';
 import { writeTinyGpt2, writeTinyLlama } from './decoderFixture';
@@ -131,5 +131,21 @@ describe(`decoders (seed ${SEED})`, () => {
     await expect(loadDecoder('tiny-org/missing', { device: 'cpu', cacheDir, offline: true })).rejects.toThrow(/tiny-org\/missing/);
     fromHub.dispose();
     direct.dispose();
+  });
+
+  test('NaN in the weights: forward names the layer and block where it first appears; sft stops on it or skips', async () => {
+    const dir = writeTinyLlama(dirOf(), SEED, { edit: (t) => { (t['model.layers.1.mlp.down_proj.weight'].data as Float32Array)[3] = NaN; } });
+    const model = await loadDecoder(dir, { device: 'cpu', allowNonFinite: true });
+    let err: unknown = null;
+    try {
+      model.forward({ inputIds: [[1, 2, 3]] }, { labels: [[1, 2, 3]] });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect([(err as NonFiniteError).layer, (err as NonFiniteError).op]).toEqual([1, 'mlp']);
+    expect((err as Error).message).toMatch(/^forward: non-finite values \(NaN at element \d+ of \[1, 3, 48\]\) first appear in layer 1, mlp/);
+    expect(model.forward({ inputIds: [[1, 2, 3]] }, { checkFinite: false }).logits.toArray().some(Number.isNaN)).toBe(true);
+    model.dispose();
   });
 });

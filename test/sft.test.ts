@@ -4,7 +4,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { encodeSft, loadDecoder, readSftExamples, renderChat, sft, Tokenizer } from '../lib';
+import { encodeSft, loadDecoder, NonFiniteError, readSftExamples, renderChat, sft, Tokenizer } from '../lib';
+import { byteChars } from './decoderFixture';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
 import { tinyChatTokenizerMetadata, writeTinyChatModel } from './decoderFixture';
 
@@ -131,5 +132,22 @@ describe(`sft (seed ${SEED})`, () => {
     const refused = spawnSync(process.execPath, [CLI, 'sft', '--model', dir, '--data', train, '--out', path.join(work, 'x'), '--log', train], { encoding: 'utf8' });
     expect(refused.status).toBe(1);
     expect(refused.stderr).toMatch(/--log .* is the --data input/);
+  });
+
+  test('a batch whose loss is not finite stops training, naming where; skipNonFinite skips just those steps', async () => {
+    const zId = byteChars().indexOf('z'); // the token of the byte 'z' is poisoned
+    const dir = writeTinyChatModel(dirOf(), SEED, files(), {
+      edit: (t) => { (t['model.embed_tokens.weight'].data as Float32Array).fill(NaN, zId * 48, (zId + 1) * 48); },
+    });
+    const rows = data.map((d, i) => (i === 5 ? { messages: [{ role: 'user', content: 'zzz' }, { role: 'assistant', content: 'he' }] } : d));
+    const model = await loadDecoder(dir, { device: 'cpu', allowNonFinite: true });
+    model.addAdapter('chat', 'seq_bn', { seed: 2 });
+    const err = await sft({ model, adapter: 'chat', trainData: rows, steps: 12, batchSize: 1, progress: false }).then(() => null, (e) => e);
+    expect(err).toBeInstanceOf(NonFiniteError);
+    expect(err.message).toMatch(/^sft: step \d+: forward: non-finite values \(NaN .*\) first appear in embeddings/);
+    const res = await sft({ model, adapter: 'chat', trainData: rows, steps: 12, batchSize: 1, progress: false, skipNonFinite: true });
+    expect(res.skippedSteps).toBe(1);
+    for (const t of model.adapterParameters('chat').values()) expect(t.toArray().every(Number.isFinite)).toBe(true);
+    model.dispose();
   });
 });

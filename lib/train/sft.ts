@@ -214,10 +214,18 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
       let skipped: string | null = null;
       let loss = NaN;
       let gradNorm = NaN;
-      const out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31 });
+      let out: ReturnType<Decoder['forward']> | null = null;
       try {
-        loss = out.lossValue!;
-        if (!Number.isFinite(loss)) skipped = `the loss is ${loss}`;
+        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31 });
+      } catch (e) {
+        if (!(e instanceof NonFiniteError)) throw e;
+        if (!opts.skipNonFinite) throw new NonFiniteError(`sft: step ${pos.step + 1}: ${e.message}`, e.layer, e.op);
+        skipped = e.message;
+      }
+      try {
+        if (!out) {
+          // skipped above
+        } else if (!Number.isFinite((loss = out.lossValue!))) skipped = `the loss is ${loss}`;
         else {
           model.backward(out);
           const grads = model.grads();
@@ -226,7 +234,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
           else opt.step(grads, stepLr);
         }
       } finally {
-        out.dispose();
+        out?.dispose();
         model.zeroGrad();
       }
       pos.step++;

@@ -18,6 +18,8 @@ import { Scope } from '../../backbone/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
 import type { GgufFile } from '../../io/gguf';
+import { allFinite, NonFiniteError, throwingProbe } from '../../backbone/finite';
+import type { Probe } from '../../backbone/blocks';
 import { Tokenizer } from '../../train/tokenizer';
 import {
   loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
@@ -54,6 +56,11 @@ export interface DecoderForwardOptions {
   training?: boolean;
   /** Dropout seed of this step. */
   seed?: number;
+  /**
+   * Check the loss and logits for NaN/±Infinity (default true). When they are not finite, forward
+   * throws a NonFiniteError naming the layer and block where such values first appear.
+   */
+  checkFinite?: boolean;
 }
 
 export class DecoderOutput {
@@ -308,16 +315,36 @@ export class Decoder {
   // ---- forward and backward ----
 
   forward(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): DecoderOutput {
+    const seed = opts.seed ?? 7919 * ++this.step;
+    const out = this.pass(inputs, { ...opts, seed }, null);
+    if (opts.checkFinite === false) return out;
+    const finite = (!out.loss || Number.isFinite(out.loss.toArray()[0])) && allFinite(out.logits);
+    if (finite) return out;
+    // again with the same inputs and seeds, looking at each block's output in order
+    let located: NonFiniteError | null = null;
+    try {
+      this.pass(inputs, { ...opts, seed }, throwingProbe).dispose();
+    } catch (e) {
+      if (!(e instanceof NonFiniteError)) throw e;
+      located = e;
+    }
+    if (!located) return out; // only Σx² overflowed in the check
+    out.dispose();
+    throw located;
+  }
+
+  private pass(inputs: DecoderInputs, opts: DecoderForwardOptions, probe: ((where: string, layer: number | null) => Probe) | null): DecoderOutput {
     const s = new Scope();
     try {
-      return this.run(s, inputs, opts);
+      return this.run(s, inputs, opts, probe);
     } catch (e) {
       s.dispose();
       throw e;
     }
   }
 
-  private run(s: Scope, inputs: DecoderInputs, opts: DecoderForwardOptions): DecoderOutput {
+  private run(s: Scope, inputs: DecoderInputs, opts: DecoderForwardOptions, probeOf: ((where: string, layer: number | null) => Probe) | null): DecoderOutput {
+    const see = (layer: number | null, op: string, t: Tensor) => (probeOf?.('forward', layer)(op, t), t);
     const cfg = this.config;
     const dev = this.device;
     const ids = rows(inputs?.inputIds, 'inputIds');
@@ -337,7 +364,7 @@ export class Decoder {
       throw new Error(`forward: ${T} tokens exceed the sliding window of ${cfg.slidingWindow} (config.json sliding_window), which is not supported`);
     const labels = opts.labels ? rows(opts.labels, 'labels', B, T).data : null;
     const training = !!opts.training;
-    const seedBase = (opts.seed ?? 7919 * ++this.step) % 2 ** 31;
+    const seedBase = (opts.seed ?? 0) % 2 ** 31;
 
     const run = {
       B, T, invFreq: this.invFreq,
@@ -347,14 +374,24 @@ export class Decoder {
     const w = this.weights;
     let x = s.t(embedding(w.tokens, s.t(tensor(ids.data, [B, T], { dtype: 'int32', device: dev }))));
     if (w.positions) x = s.t(add(x, s.t(embedding(w.positions, run.positions))));
+    see(null, 'embeddings', x);
+    const gpt2 = cfg.family === 'gpt2';
     const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
     w.layers.forEach((l, i) => {
       const n1 = norm(s, cfg, x, l.norm1);
+      see(i, gpt2 ? 'ln_1' : 'input_layernorm', n1.out);
       const att = attention(s, cfg, n1.out, l, run);
-      const A = residual(s, att.out, x, this.site(i, 'mh', training, seedBase * 64 + 2 * i));
+      see(i, gpt2 ? 'attn' : 'self_attn', att.out);
+      const mhSite = this.site(i, 'mh', training, seedBase * 64 + 2 * i);
+      const A = residual(s, att.out, x, mhSite);
+      see(i, mhSite ? 'attention_adapters (residual + adapter)' : 'attention residual', A.out);
       const n2 = norm(s, cfg, A.out, l.norm2);
+      see(i, gpt2 ? 'ln_2' : 'post_attention_layernorm', n2.out);
       const m = mlp(s, cfg, n2.out, l);
-      const O = residual(s, m.out, A.out, this.site(i, 'output', training, seedBase * 64 + 2 * i + 1));
+      see(i, 'mlp', m.out);
+      const outSite = this.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
+      const O = residual(s, m.out, A.out, outSite);
+      see(i, outSite ? 'output_adapters (residual + adapter)' : 'mlp residual', O.out);
       const hasMh = this.activeAdapter !== null && this.adapters.get(this.activeAdapter)!.sites.has(`${i}.mh`);
       backs.push((d, needDx) => {
         const o = O.back(d);
@@ -367,8 +404,10 @@ export class Decoder {
       x = O.out;
     });
     const fin = norm(s, cfg, x, w.finalNorm);
+    see(null, gpt2 ? 'ln_f' : 'norm', fin.out);
     const logits = matmul(fin.out, w.lmHead, { transB: true }); // [B, T, V], owned by the output
     const out = new DecoderOutput(logits, s);
+    see(null, 'lm_head', logits);
     if (!labels) return out;
     const V = cfg.vocabSize;
     const shifted = new Int32Array(B * T).fill(-100);
@@ -380,6 +419,7 @@ export class Decoder {
       }
     const ce = softmaxCrossEntropy(s.t(logits.reshape([B * T, V])), s.t(tensor(shifted, [B * T], { dtype: 'int32', device: dev })));
     out.loss = ce.loss;
+    see(null, 'loss', ce.loss);
     const dLogits = s.t(ce.dLogits);
     out._backward = () => {
       const lowest = this.lowestTrainedLayer();

@@ -40,6 +40,8 @@ export interface SftOptions {
   progress?: boolean; // default: when stderr is a TTY
   /** Skip a step whose loss or gradients are not finite (logged, counted) instead of stopping. */
   skipNonFinite?: boolean;
+  /** Gradient checkpointing: recompute each layer in backward (less memory, same gradients). */
+  checkpointing?: boolean;
   /** Stop after this many optimizer steps in this call (to test resume). */
   stopAfter?: number;
   onLog?: (entry: Record<string, unknown>) => void;
@@ -216,7 +218,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
       let gradNorm = NaN;
       let out: ReturnType<Decoder['forward']> | null = null;
       try {
-        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31 });
+        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31, checkpointing: opts.checkpointing });
       } catch (e) {
         if (!(e instanceof NonFiniteError)) throw e;
         if (!opts.skipNonFinite) throw new NonFiniteError(`sft: step ${pos.step + 1}: ${e.message}`, e.layer, e.op);

@@ -56,6 +56,8 @@ export interface DecoderForwardOptions {
   training?: boolean;
   /** Dropout seed of this step. */
   seed?: number;
+  /** Keep only each layer's input and recompute the layer in backward (same gradients, less memory). */
+  checkpointing?: boolean;
   /**
    * Check the loss and logits for NaN/±Infinity (default true). When they are not finite, forward
    * throws a NonFiniteError naming the layer and block where such values first appear.
@@ -377,32 +379,60 @@ export class Decoder {
     see(null, 'embeddings', x);
     const gpt2 = cfg.family === 'gpt2';
     const backs: ((d: Tensor, needDx: boolean) => Tensor | null)[] = [];
-    w.layers.forEach((l, i) => {
-      const n1 = norm(s, cfg, x, l.norm1);
+    /** Layer i on input x in scope ls: its output and its backward (dOut, needDx) → dx | null. */
+    const layer = (ls: Scope, i: number, input: Tensor) => {
+      const l = w.layers[i];
+      const n1 = norm(ls, cfg, input, l.norm1);
       see(i, gpt2 ? 'ln_1' : 'input_layernorm', n1.out);
-      const att = attention(s, cfg, n1.out, l, run);
+      const att = attention(ls, cfg, n1.out, l, run);
       see(i, gpt2 ? 'attn' : 'self_attn', att.out);
       const mhSite = this.site(i, 'mh', training, seedBase * 64 + 2 * i);
-      const A = residual(s, att.out, x, mhSite);
+      const A = residual(ls, att.out, input, mhSite);
       see(i, mhSite ? 'attention_adapters (residual + adapter)' : 'attention residual', A.out);
-      const n2 = norm(s, cfg, A.out, l.norm2);
+      const n2 = norm(ls, cfg, A.out, l.norm2);
       see(i, gpt2 ? 'ln_2' : 'post_attention_layernorm', n2.out);
-      const m = mlp(s, cfg, n2.out, l);
+      const m = mlp(ls, cfg, n2.out, l);
       see(i, 'mlp', m.out);
       const outSite = this.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
-      const O = residual(s, m.out, A.out, outSite);
+      const O = residual(ls, m.out, A.out, outSite);
       see(i, outSite ? 'output_adapters (residual + adapter)' : 'mlp residual', O.out);
-      const hasMh = this.activeAdapter !== null && this.adapters.get(this.activeAdapter)!.sites.has(`${i}.mh`);
-      backs.push((d, needDx) => {
+      const hasMh = mhSite !== null;
+      const back = (d: Tensor, needDx: boolean): Tensor | null => {
         const o = O.back(d);
         if (!needDx && !hasMh) return null; // the lowest adapted layer: only its adapters' gradients were needed
-        const dA = s.t(add(o.dx, n2.back(m.back(o.dh))));
+        const dA = ls.t(add(o.dx, n2.back(m.back(o.dh))));
         const a = A.back(dA);
         if (!needDx) return null;
-        return s.t(add(a.dx, n1.back(att.back(a.dh))));
-      });
-      x = O.out;
-    });
+        return ls.t(add(a.dx, n1.back(att.back(a.dh))));
+      };
+      return { out: O.out, back };
+    };
+    for (let i = 0; i < cfg.numLayers; i++) {
+      const input = x;
+      if (opts.checkpointing) {
+        // keep only the layer's input; the backward runs the layer again (same seeds) and goes back through it
+        const ls = new Scope();
+        const L = layer(ls, i, input);
+        x = s.t(L.out);
+        ls.dispose([L.out]);
+        backs.push((d, needDx) => {
+          const rs = new Scope();
+          try {
+            const again = layer(rs, i, input);
+            const dx = again.back(d, needDx);
+            rs.dispose(dx ? [dx] : []);
+            return dx ? s.t(dx) : null;
+          } catch (e) {
+            rs.dispose();
+            throw e;
+          }
+        });
+      } else {
+        const L = layer(s, i, input);
+        x = L.out;
+        backs.push(L.back);
+      }
+    }
     const fin = norm(s, cfg, x, w.finalNorm);
     see(null, gpt2 ? 'ln_f' : 'norm', fin.out);
     const logits = matmul(fin.out, w.lmHead, { transB: true }); // [B, T, V], owned by the output

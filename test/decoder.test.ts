@@ -173,4 +173,31 @@ describe(`decoders (seed ${SEED})`, () => {
     for (const [k, v] of plain.g) expect(ck.g.get(k)).toEqual(v);
     model.dispose();
   });
+
+  test('keepLogits: false computes the loss over vocabulary chunks: the same loss and adapter gradients, no logits kept', async () => {
+    const dir = writeTinyLlama(dirOf(), SEED, { vocab: 701 });
+    const model = await loadDecoder(dir, { device: 'cpu' });
+    model.addAdapter('a', { config: 'seq_bn', reductionFactor: 4 }, { seed: 5 });
+    for (const t of model.adapterParameters('a').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.cos(i * 7 + t.size) * 0.1));
+    model.trainAdapter('a');
+    const ids = [[0, 5, 9, 13, 21, 77, 8], [34, 55, 89, 14, 23, 700, 2]];
+    const inputs = { inputIds: ids, attentionMask: [[0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]] };
+    const labels = [[-100, -100, 9, 13, -100, 77, 8], [-100, 55, 89, 14, 23, 700, 2]];
+    const run = (keepLogits: boolean) => {
+      const out = model.forward(inputs, { labels, keepLogits, lossChunkRows: 3 }); // 14 rows: 5 chunks, one without labels
+      const loss = out.lossValue!;
+      expect(out.hasLogits).toBe(keepLogits);
+      if (!keepLogits) expect(() => out.logits).toThrow(/did not keep them/);
+      model.backward(out);
+      out.dispose();
+      const g = new Map([...model.grads()].map(([k, t]) => [k, t.toArray()]));
+      model.zeroGrad();
+      return { loss, g };
+    };
+    const full = run(true);
+    const chunked = run(false);
+    expect(chunked.loss).toBeCloseTo(full.loss, 5);
+    for (const [k, v] of full.g) expectClose(chunked.g.get(k)!, v, 1e-4, 1e-7);
+    model.dispose();
+  });
 });

@@ -218,7 +218,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
       let gradNorm = NaN;
       let out: ReturnType<Decoder['forward']> | null = null;
       try {
-        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31, checkpointing: opts.checkpointing });
+        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31, checkpointing: opts.checkpointing, keepLogits: false });
       } catch (e) {
         if (!(e instanceof NonFiniteError)) throw e;
         if (!opts.skipNonFinite) throw new NonFiniteError(`sft: step ${pos.step + 1}: ${e.message}`, e.layer, e.op);

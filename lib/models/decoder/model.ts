@@ -12,8 +12,8 @@
 import { BottleneckAdapter } from '../../adapters/bottleneck';
 import type { AdapterWeights } from '../../adapters/functional';
 import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../backbone/adapterConfig';
-import { embedding, softmaxCrossEntropy } from '../../nn';
-import { add, cast, matmul } from '../../ops';
+import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
+import { add, cast, matmul, scale } from '../../ops';
 import { Scope } from '../../backbone/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
@@ -59,6 +59,14 @@ export interface DecoderForwardOptions {
   /** Keep only each layer's input and recompute the layer in backward (same gradients, less memory). */
   checkpointing?: boolean;
   /**
+   * Keep the [B, T, vocab] logits (default true). With labels and keepLogits: false, the LM head and the
+   * loss run over chunks of rows, so no full-size logits (nor their gradient) ever exist: the memory of a
+   * large vocabulary drops to one chunk's. Training uses this.
+   */
+  keepLogits?: boolean;
+  /** Rows per chunk when keepLogits is false (default: about 4M logits per chunk). */
+  lossChunkRows?: number;
+  /**
    * Check the loss and logits for NaN/±Infinity (default true). When they are not finite, forward
    * throws a NonFiniteError naming the layer and block where such values first appear.
    */
@@ -66,15 +74,23 @@ export interface DecoderForwardOptions {
 }
 
 export class DecoderOutput {
-  /** [B, T, vocab] (float32 on the CPU; the model's dtype on CUDA). */
-  logits: Tensor;
+  private readonly _logits: Tensor | null;
   /** fp32 [1]: the mean cross-entropy over the labels that count. */
   loss?: Tensor;
   /** @internal */ _backward?: () => void;
   /** @internal */ _scope: Scope;
-  constructor(logits: Tensor, scope: Scope) {
-    this.logits = logits;
+  constructor(logits: Tensor | null, scope: Scope) {
+    this._logits = logits;
     this._scope = scope;
+  }
+  /** [B, T, vocab] (float32 on the CPU; the model's dtype on CUDA). Not kept by a forward with keepLogits: false. */
+  get logits(): Tensor {
+    if (!this._logits) throw new Error('logits: this forward did not keep them (keepLogits: false computes the loss vocabulary chunk by chunk)');
+    return this._logits;
+  }
+  /** Whether the logits were kept. */
+  get hasLogits(): boolean {
+    return this._logits !== null;
   }
   get lossValue(): number | undefined {
     return this.loss?.toArray()[0];
@@ -82,7 +98,7 @@ export class DecoderOutput {
   /** Frees the outputs and what was kept for backward. */
   dispose(): void {
     this._scope.dispose();
-    this.logits.dispose();
+    this._logits?.dispose();
     this.loss?.dispose();
     this._backward = undefined;
   }
@@ -320,7 +336,7 @@ export class Decoder {
     const seed = opts.seed ?? 7919 * ++this.step;
     const out = this.pass(inputs, { ...opts, seed }, null);
     if (opts.checkFinite === false) return out;
-    const finite = (!out.loss || Number.isFinite(out.loss.toArray()[0])) && allFinite(out.logits);
+    const finite = (!out.loss || Number.isFinite(out.loss.toArray()[0])) && (!out.hasLogits || allFinite(out.logits));
     if (finite) return out;
     // again with the same inputs and seeds, looking at each block's output in order
     let located: NonFiniteError | null = null;
@@ -435,27 +451,71 @@ export class Decoder {
     }
     const fin = norm(s, cfg, x, w.finalNorm);
     see(null, gpt2 ? 'ln_f' : 'norm', fin.out);
-    const logits = matmul(fin.out, w.lmHead, { transB: true }); // [B, T, V], owned by the output
-    const out = new DecoderOutput(logits, s);
-    see(null, 'lm_head', logits);
-    if (!labels) return out;
     const V = cfg.vocabSize;
-    const shifted = new Int32Array(B * T).fill(-100);
-    for (let b = 0; b < B; b++)
-      for (let t = 0; t + 1 < T; t++) {
-        const l = labels[b * T + t + 1];
-        if (l !== -100 && (!Number.isInteger(l) || l < 0 || l >= V)) throw new Error(`forward: label ${l} is outside [0, ${V}) (and not -100)`);
-        shifted[b * T + t] = l;
+    let shifted: Int32Array | null = null;
+    if (labels) {
+      shifted = new Int32Array(B * T).fill(-100);
+      for (let b = 0; b < B; b++)
+        for (let t = 0; t + 1 < T; t++) {
+          const l = labels[b * T + t + 1];
+          if (l !== -100 && (!Number.isInteger(l) || l < 0 || l >= V)) throw new Error(`forward: label ${l} is outside [0, ${V}) (and not -100)`);
+          shifted[b * T + t] = l;
+        }
+    }
+    const keep = opts.keepLogits !== false || !shifted;
+    const logits = keep ? matmul(fin.out, w.lmHead, { transB: true }) : null; // [B, T, V], owned by the output
+    const out = new DecoderOutput(logits, s);
+    if (logits) see(null, 'lm_head', logits);
+    if (!shifted) return out;
+    let dHidden: Tensor; // the loss's gradient w.r.t. the final norm's output, [B·T, H]
+    if (logits) {
+      const ce = softmaxCrossEntropy(s.t(logits.reshape([B * T, V])), s.t(tensor(shifted, [B * T], { dtype: 'int32', device: dev })));
+      out.loss = ce.loss;
+      see(null, 'loss', ce.loss);
+      const dLogits = s.t(ce.dLogits);
+      dHidden = s.t(matmul(dLogits, w.lmHead));
+    } else {
+      // chunks of rows: logits_c = h_c·Wᵀ, the chunk's mean loss and gradient re-weighted by its share
+      // of the counted labels, dh_c = dLogits_c·W; every chunk's logits are freed before the next
+      const H = cfg.hiddenSize;
+      const rowsPerChunk = opts.lossChunkRows ?? Math.max(1, Math.floor((1 << 22) / V)); // ~4M logits (16 MB fp32) at a time
+      if (!Number.isInteger(rowsPerChunk) || rowsPerChunk < 1) throw new Error(`forward: lossChunkRows must be a positive integer, got ${rowsPerChunk}`);
+      const counted = shifted.reduce((n, l) => n + (l !== -100 ? 1 : 0), 0);
+      const h = s.t(fin.out.reshape([B * T, H]));
+      let acc: Tensor | null = null; // fp32 [B·T, H]: each chunk's rows scattered in place
+      let loss = 0;
+      for (let r0 = 0; r0 < B * T; r0 += rowsPerChunk) {
+        const r1 = Math.min(B * T, r0 + rowsPerChunk);
+        const cs = new Scope();
+        try {
+          const idx = cs.t(tensor(Int32Array.from({ length: r1 - r0 }, (_, i) => r0 + i), [r1 - r0], { dtype: 'int32', device: dev }));
+          const hc = cs.t(embedding(h, idx)); // rows r0..r1 of h
+          const lc = cs.t(matmul(hc, w.lmHead, { transB: true }));
+          see(null, 'lm_head', lc);
+          const lab = shifted.subarray(r0, r1);
+          const n = lab.reduce((k, l) => k + (l !== -100 ? 1 : 0), 0);
+          const ce = softmaxCrossEntropy(lc, cs.t(tensor(lab, [r1 - r0], { dtype: 'int32', device: dev })));
+          cs.t(ce.loss);
+          cs.t(ce.dLogits);
+          if (n > 0) loss += ce.loss.toArray()[0] * n;
+          const part = cs.t(scale(cs.t(matmul(ce.dLogits, w.lmHead)), counted > 0 ? n / counted : 0));
+          const placed = cs.t(embeddingBackward(part, idx, B * T)); // fp32, zero outside rows r0..r1
+          const next: Tensor = acc ? add(acc, placed) : placed.to({});
+          acc?.dispose();
+          acc = next;
+        } finally {
+          cs.dispose();
+        }
       }
-    const ce = softmaxCrossEntropy(s.t(logits.reshape([B * T, V])), s.t(tensor(shifted, [B * T], { dtype: 'int32', device: dev })));
-    out.loss = ce.loss;
-    see(null, 'loss', ce.loss);
-    const dLogits = s.t(ce.dLogits);
+      out.loss = tensor([counted ? loss / counted : 0], [1], { device: dev });
+      see(null, 'loss', out.loss);
+      const a = s.t(acc!);
+      dHidden = a.dtype === this.dtype ? a : s.t(cast(a, this.dtype));
+    }
     out._backward = () => {
       const lowest = this.lowestTrainedLayer();
       if (lowest >= cfg.numLayers) throw new Error('backward: no adapter is being trained (trainAdapter(name) first, and keep it active)');
-      let d = s.t(matmul(s.t(dLogits.reshape([B, T, V])), w.lmHead)); // [B, T, H]
-      d = fin.back(d);
+      let d = fin.back(s.t(dHidden.reshape([B, T, cfg.hiddenSize])));
       for (let i = cfg.numLayers - 1; i >= lowest; i--) {
         const dx = backs[i](d, i > lowest);
         if (!dx) break;

@@ -155,3 +155,36 @@ export function ropeBackward(dOut: Tensor, positions: Tensor, invFreq: Tensor): 
   const op = 'ropeBackward';
   return new Tensor(native().rope(handle(dOut, op, 'dOut'), handle(positions, op, 'positions'), handle(invFreq, op, 'invFreq'), true));
 }
+
+export interface AttentionOptions {
+  /** [B, Tk] (any dtype, nonzero = attend). */
+  keyMask?: Tensor;
+  /** Default 1/√D. */
+  scale?: number;
+  /** Query i (of the last Tq) sees keys j ≤ i + Tk − Tq only. */
+  causal?: boolean;
+}
+
+/**
+ * Fused scaled-dot-product attention without a [Tq, Tk] matrix in memory: q [B, Hq, Tq, D], k and v
+ * [B, Hkv, Tk, D] (grouped-query: query head h uses K/V head h / (Hq / Hkv)). Returns out [B, Hq, Tq, D]
+ * and lse fp32 [B, Hq, Tq] (log Σ exp of the scaled scores; −∞ and a zero row when a query sees no key),
+ * kept for the backward. On CUDA D ≤ 128.
+ */
+export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; lse: Tensor } {
+  const op = 'attention';
+  const mask = opts.keyMask === undefined ? null : handle(opts.keyMask, op, 'keyMask');
+  const r = native().attention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), mask, opts.scale, !!opts.causal);
+  return { out: new Tensor(r.out), lse: new Tensor(r.lse) };
+}
+
+/** Backward of attention from dOut, with the forward's inputs, out and lse: dq, dk, dv (dk, dv summed over shared heads). */
+export function attentionBackward(
+  q: Tensor, k: Tensor, v: Tensor, out: Tensor, dOut: Tensor, lse: Tensor, opts: AttentionOptions = {},
+): { dq: Tensor; dk: Tensor; dv: Tensor } {
+  const op = 'attentionBackward';
+  const mask = opts.keyMask === undefined ? null : handle(opts.keyMask, op, 'keyMask');
+  const r = native().attentionBackward(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), handle(out, op, 'out'),
+    handle(dOut, op, 'dOut'), handle(lse, op, 'lse'), mask, opts.scale, !!opts.causal);
+  return { dq: new Tensor(r.dq), dk: new Tensor(r.dk), dv: new Tensor(r.dv) };
+}

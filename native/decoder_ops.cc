@@ -1,10 +1,14 @@
-// Bindings for the decoder building blocks: rmsNorm, rope and their backward passes
-// (see native/cpu/decoder.h).
+// Bindings for the decoder building blocks: rmsNorm, rope, fused attention and their backward
+// passes (see native/cpu/decoder.h, native/cpu/attention.h).
+#include <cmath>
+
 #include "args.h"
+#include "cpu/attention.h"
 #include "cpu/decoder.h"
 #include "ops.h"
 #include "tensor.h"
 #ifdef FA_WITH_CUDA
+#include "../cuda/attention.h"
 #include "../cuda/decoder.h"
 #endif
 
@@ -104,12 +108,105 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D]: checked, with the key mask [B, Tk] (or null).
+struct AttentionArgs {
+  AttentionShape shape;
+  const void* mask = nullptr;
+  DType maskType = DType::F32;
+};
+
+AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v, Napi::Value maskV, Napi::Value scaleV,
+                            Napi::Value causalV) {
+  a.floating(q, "q");
+  if (q.shape.size() != 4) a.error("argument 'q' must be [B, heads, Tq, D], got shape " + q.shapeString());
+  if (k.shape.size() != 4) a.error("argument 'k' must be [B, kvHeads, Tk, D], got shape " + k.shapeString());
+  a.dtype(k, "k", q.dtype, "q");
+  a.device(k, "k", q, "q");
+  a.like(v, "v", k, "k");
+  if (k.shape[0] != q.shape[0] || k.shape[3] != q.shape[3])
+    a.error("argument 'k' has shape " + k.shapeString() + ", which does not match 'q' " + q.shapeString() + " in batch or head size");
+  if (k.shape[1] < 1 || q.shape[1] % k.shape[1])
+    a.error("the query heads (" + std::to_string(q.shape[1]) + ") must be a multiple of the key/value heads (" +
+            std::to_string(k.shape[1]) + ")");
+  AttentionArgs r;
+  r.shape = {size_t(q.shape[0]), size_t(q.shape[1]), size_t(k.shape[1]), size_t(q.shape[2]), size_t(k.shape[2]),
+             size_t(q.shape[3]), 1.0f, false};
+  r.shape.scale = scaleV.IsUndefined() ? float(1.0 / std::sqrt(double(q.shape[3]))) : float(a.number(scaleV, "scale"));
+  r.shape.causal = !absent(causalV) && causalV.ToBoolean().Value();
+  if (r.shape.causal && r.shape.Tq > r.shape.Tk) a.error("causal attention needs Tq <= Tk, got Tq " + std::to_string(r.shape.Tq) + " and Tk " + std::to_string(r.shape.Tk));
+  if (!absent(maskV)) {
+    TensorImpl& m = a.tensor(maskV, "keyMask");
+    a.shape(m, "keyMask", {k.shape[0], k.shape[2]});
+    a.device(m, "keyMask", q, "q");
+    r.mask = m.ptr();
+    r.maskType = m.dtype;
+  }
+  return r;
+}
+
+// attention(q, k, v, keyMask|null, scale|undefined, causal) -> { out, lse }
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "attention"};
+  TensorImpl& q = a.tensor(info[0], "q");
+  TensorImpl& k = a.tensor(info[1], "k");
+  TensorImpl& v = a.tensor(info[2], "v");
+  AttentionArgs r = attentionArgs(a, q, k, v, info[3], info[4], info[5]);
+  Napi::Object out = newTensor(env, q.shape, q.dtype, q.device, a.op);
+  Napi::Object lse = newTensor(env, {q.shape[0], q.shape[1], q.shape[2]}, DType::F32, q.device, a.op);
+  void* o = implOf(out).ptr();
+  float* lp = static_cast<float*>(implOf(lse).ptr());
+  runKernel(env, a.op, [&] {
+    FA_NN_DISPATCH(q.device, attention, q.dtype, q.ptr(), k.ptr(), v.ptr(), r.mask, r.maskType, o, lp, r.shape);
+  });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("out", out);
+  result.Set("lse", lse);
+  return result;
+}
+
+// attentionBackward(q, k, v, out, dOut, lse, keyMask|null, scale|undefined, causal) -> { dq, dk, dv }
+Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "attentionBackward"};
+  TensorImpl& q = a.tensor(info[0], "q");
+  TensorImpl& k = a.tensor(info[1], "k");
+  TensorImpl& v = a.tensor(info[2], "v");
+  AttentionArgs r = attentionArgs(a, q, k, v, info[6], info[7], info[8]);
+  TensorImpl& out = a.tensor(info[3], "out");
+  a.like(out, "out", q, "q");
+  TensorImpl& dOut = a.tensor(info[4], "dOut");
+  a.like(dOut, "dOut", q, "q");
+  TensorImpl& lse = a.tensor(info[5], "lse");
+  if (lse.dtype != DType::F32) a.error("argument 'lse' must be float32 (from attention), got " + std::string(dtypeName(lse.dtype)));
+  a.shape(lse, "lse", {q.shape[0], q.shape[1], q.shape[2]});
+  a.device(lse, "lse", q, "q");
+  Napi::Object dq = newTensor(env, q.shape, q.dtype, q.device, a.op);
+  Napi::Object dk = newTensor(env, k.shape, k.dtype, k.device, a.op);
+  Napi::Object dv = newTensor(env, k.shape, k.dtype, k.device, a.op);
+  void* dqp = implOf(dq).ptr();
+  void* dkp = implOf(dk).ptr();
+  void* dvp = implOf(dv).ptr();
+  const float* lp = static_cast<const float*>(lse.ptr());
+  runKernel(env, a.op, [&] {
+    FA_NN_DISPATCH(q.device, attentionBackward, q.dtype, q.ptr(), k.ptr(), v.ptr(), out.ptr(), dOut.ptr(), lp, r.mask,
+                   r.maskType, dqp, dkp, dvp, r.shape);
+  });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("dq", dq);
+  result.Set("dk", dk);
+  result.Set("dv", dv);
+  return result;
+}
+
 }  // namespace
 
 void registerDecoderOps(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm, "rmsNorm"));
   exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward, "rmsNormBackward"));
   exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
+  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
+  exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
 }
 
 }  // namespace fa

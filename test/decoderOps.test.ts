@@ -1,6 +1,6 @@
 // The decoder building blocks on the CPU against float64 references written here, on fresh
 // random inputs (the seed is in each suite's name): RMSNorm, rotary embeddings, causal softmax.
-import { maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
+import { attention, attentionBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
 import { expectClose, rng } from './helpers';
 
 const SEED = Math.floor(Math.random() * 2 ** 31);
@@ -153,5 +153,94 @@ describe(`causal maskedSoftmax (seed ${SEED})`, () => {
       for (let i = 0; i < p.length; i++) if (ref[i] === 0) expect(p[i]).toBe(0);
     }
     expect(() => maskedSoftmax(randn([2, 3]).reshape([1, 1, 3, 2]), { causal: true })).toThrow(/causal attention needs Tq <= Tk/);
+  });
+});
+
+/** float64 attention: out [B, Hq, Tq, D] for q, k, v flat arrays. */
+function refAttention(Q: ArrayLike<number>, K: ArrayLike<number>, V: ArrayLike<number>, mask: ArrayLike<number> | null,
+  [B, Hq, Hkv, Tq, Tk, D]: number[], scale: number, causal: boolean): Float64Array {
+  const out = new Float64Array(B * Hq * Tq * D);
+  const G = Hq / Hkv;
+  for (let b = 0; b < B; b++)
+    for (let h = 0; h < Hq; h++)
+      for (let i = 0; i < Tq; i++) {
+        const kv = b * Hkv + Math.floor(h / G);
+        const qi = ((b * Hq + h) * Tq + i) * D;
+        const sc: number[] = [];
+        for (let j = 0; j < Tk; j++) {
+          const on = (!causal || j <= i + Tk - Tq) && (!mask || mask[b * Tk + j] !== 0);
+          if (!on) { sc.push(-Infinity); continue; }
+          let dot = 0;
+          for (let d = 0; d < D; d++) dot += Q[qi + d] * K[(kv * Tk + j) * D + d];
+          sc.push(scale * dot);
+        }
+        const mx = Math.max(...sc);
+        if (mx === -Infinity) continue;
+        const e = sc.map((x) => Math.exp(x - mx));
+        const sum = e.reduce((a, c) => a + c, 0);
+        for (let j = 0; j < Tk; j++) for (let d = 0; d < D; d++) out[qi + d] += (e[j] / sum) * V[(kv * Tk + j) * D + d];
+      }
+  return out;
+}
+
+describe(`fused attention (seed ${SEED})`, () => {
+  const cases = [
+    { shape: [2, 4, 2, 5, 5, 8], causal: true, masked: true },
+    { shape: [1, 3, 1, 3, 7, 16], causal: true, masked: false },
+    { shape: [2, 2, 2, 6, 4, 4], causal: false, masked: true },
+  ];
+  for (const dtype of FLOATS)
+    test(`forward ${dtype} equals float64 softmax(scale·q·kᵀ)·v with causal, padding and grouped heads`, () => {
+      for (const { shape, causal, masked } of cases) {
+        const [B, Hq, Hkv, Tq, Tk, D] = shape;
+        const q = randn([B, Hq, Tq, D], { seed: seed(), dtype });
+        const k = randn([B, Hkv, Tk, D], { seed: seed(), dtype });
+        const v = randn([B, Hkv, Tk, D], { seed: seed(), dtype });
+        const maskArr = masked ? Float32Array.from({ length: B * Tk }, (_, i) => (i % Tk === 0 && i > 0 ? 0 : 1)) : null;
+        const scale = 0.2 + r.uniform() * 0.3;
+        const res = attention(q, k, v, { scale, causal, keyMask: maskArr ? tensor(maskArr, [B, Tk]) : undefined });
+        const ref = refAttention(q.toArray(), k.toArray(), v.toArray(), maskArr, shape, scale, causal);
+        expectClose(res.out.toArray(), ref, tol[dtype] * 3, tol[dtype]);
+      }
+    });
+
+  test('backward: dq, dk, dv are the gradients of Σ dOut ⊙ attention(q, k, v) (central differences, float64)', () => {
+    const shape = [1, 4, 2, 4, 5, 3];
+    const [B, Hq, Hkv, Tq, Tk, D] = shape;
+    const scale = 0.7;
+    const maskArr = Float32Array.from({ length: B * Tk }, (_, j) => (j === 1 ? 0 : 1));
+    const q = randn([B, Hq, Tq, D], { seed: seed() });
+    const k = randn([B, Hkv, Tk, D], { seed: seed() });
+    const v = randn([B, Hkv, Tk, D], { seed: seed() });
+    const dOut = randn([B, Hq, Tq, D], { seed: seed() });
+    const opts = { scale, causal: true, keyMask: tensor(maskArr, [B, Tk]) };
+    const fwd = attention(q, k, v, opts);
+    const g = attentionBackward(q, k, v, fwd.out, dOut, fwd.lse, opts);
+    const Q = Float64Array.from(q.toArray());
+    const K = Float64Array.from(k.toArray());
+    const V = Float64Array.from(v.toArray());
+    const dO = dOut.toArray();
+    const f = () => refAttention(Q, K, V, maskArr, shape, scale, true).reduce((a, o, i) => a + o * dO[i], 0);
+    const central = (arr: Float64Array) => Array.from(arr, (_, i) => {
+      const keep = arr[i];
+      arr[i] = keep + 1e-6;
+      const up = f();
+      arr[i] = keep - 1e-6;
+      const down = f();
+      arr[i] = keep;
+      return (up - down) / 2e-6;
+    });
+    expectClose(g.dq.toArray(), central(Q), 1e-4, 1e-6);
+    expectClose(g.dk.toArray(), central(K), 1e-4, 1e-6);
+    expectClose(g.dv.toArray(), central(V), 1e-4, 1e-6);
+  });
+
+  test('bad inputs name the op and the argument', () => {
+    const q = randn([1, 4, 3, 8]);
+    expect(() => attention(q, randn([1, 3, 3, 8]), randn([1, 3, 3, 8]))).toThrow(/attention: the query heads \(4\) must be a multiple of the key\/value heads \(3\)/);
+    expect(() => attention(q, randn([1, 2, 3, 4]), randn([1, 2, 3, 4]))).toThrow(/attention: argument 'k' has shape \[1, 2, 3, 4\], which does not match 'q'/);
+    expect(() => attention(q, randn([1, 2, 3, 8]), randn([1, 2, 4, 8]))).toThrow(/attention: argument 'v' has shape \[1, 2, 4, 8\], expected \[1, 2, 3, 8\]/);
+    expect(() => attention(q, randn([1, 2, 2, 8]), randn([1, 2, 2, 8]), { causal: true })).toThrow(/causal attention needs Tq <= Tk/);
+    expect(() => attention(q, randn([1, 2, 3, 8]), randn([1, 2, 3, 8]), { keyMask: randn([1, 4]) })).toThrow("attention: argument 'keyMask' has shape [1, 4], expected [1, 3]");
   });
 });

@@ -1,6 +1,6 @@
 // The CUDA decoder building blocks against the CPU ops on fresh random inputs, in fp32, bf16 and
 // fp16, outputs poisoned (NaN) first: RMSNorm forward/backward, rotary embeddings, causal softmax.
-import { empty, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
+import { attention, attentionBackward, empty, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
 import type { FloatDType } from '../../lib';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -76,6 +76,43 @@ describeGpu('CUDA decoder ops match the CPU', () => {
         for (let i = 0; i < c.length; i++) if (c[i] === 0 && g[i] !== 0) throw new Error(`element ${i}: ${g[i]}, masked on the CPU`);
       }
     });
+});
+
+describeGpu('CUDA fused attention matches the CPU op', () => {
+  const cases = [
+    { shape: [1, 1, 1, 1, 1, 8], causal: true },
+    { shape: [2, 9, 3, 37, 37, 64], causal: true },      // SmolLM2's heads, rows and keys not multiples of the tiles
+    { shape: [1, 4, 4, 300, 300, 128], causal: true },   // several key tiles, the largest head size
+    { shape: [2, 8, 2, 5, 70, 40], causal: true },       // queries at the end of a longer key range (a cache)
+    { shape: [3, 2, 1, 33, 33, 32], causal: false },
+  ];
+  for (const dtype of FLOATS)
+    for (const { shape, causal } of cases)
+      test(`${dtype} ${JSON.stringify(shape)}${causal ? ' causal' : ''} with padding: out, lse, dq, dk, dv`, () => {
+        const [B, Hq, Hkv, Tq, Tk, D] = shape;
+        const [q, qd] = both([B, Hq, Tq, D], dtype);
+        const [k, kd] = both([B, Hkv, Tk, D], dtype);
+        const [v, vd] = both([B, Hkv, Tk, D], dtype);
+        const maskArr = Float32Array.from({ length: B * Tk }, (_, i) => (i % Tk < 2 && i >= Tk ? 0 : 1)); // batch 1+: 2 padded keys
+        const keyMask = tensor(maskArr, [B, Tk]);
+        const opts = { causal, keyMask, scale: 1 / Math.sqrt(D) };
+        poison([[B, Hq, Tq, D], dtype], [[B, Hq, Tq], 'float32']);
+        const g = attention(qd, kd, vd, { ...opts, keyMask: keyMask.to(dev) });
+        const c = attention(q, k, v, opts);
+        expectClose(g.out.toArray(), c.out.toArray(), tol[dtype] * 3, tol[dtype]);
+        const lg = g.lse.toArray();
+        const lc = c.lse.toArray();
+        for (let i = 0; i < lc.length; i++) if (Number.isFinite(lc[i]) !== Number.isFinite(lg[i])) throw new Error(`lse ${i}: ${lg[i]} vs ${lc[i]}`);
+        expectClose(lg.map((x) => (Number.isFinite(x) ? x : 0)), lc.map((x) => (Number.isFinite(x) ? x : 0)), 1e-4, 1e-4);
+        const [d, dd] = both([B, Hq, Tq, D], dtype);
+        poison([[B, Hq, Tq, D], dtype], [[B, Hkv, Tk, D], dtype], [[B, Hkv, Tk, D], dtype]);
+        const gb = attentionBackward(qd, kd, vd, g.out, dd, g.lse, { ...opts, keyMask: keyMask.to(dev) });
+        const cb = attentionBackward(q, k, v, c.out, d, c.lse, opts);
+        const t = dtype === 'float32' ? 1e-4 : tol[dtype] * 5;
+        expectClose(gb.dq.toArray(), cb.dq.toArray(), t, t);
+        expectClose(gb.dk.toArray(), cb.dk.toArray(), t, t);
+        expectClose(gb.dv.toArray(), cb.dv.toArray(), t, t);
+      });
 });
 
 describeGpu('CUDA decoders match the CPU', () => {

@@ -200,4 +200,32 @@ describe(`decoders (seed ${SEED})`, () => {
     for (const [k, v] of full.g) expectClose(chunked.g.get(k)!, v, 1e-4, 1e-7);
     model.dispose();
   });
+
+  for (const [arch, write] of [['llama', writeTinyLlama], ['gpt2', writeTinyGpt2]] as const)
+    test(`${arch}: the fused attention path gives the unfused path's logits, loss and adapter gradients`, async () => {
+      const model = await loadDecoder(write(dirOf(), SEED), { device: 'cpu' });
+      model.addAdapter('a', { config: 'double_seq_bn', reductionFactor: 4 }, { seed: 5 });
+      for (const t of model.adapterParameters('a').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.sin(3 * i + t.size) * 0.1));
+      model.trainAdapter('a');
+      const inputs = { inputIds: [[0, 0, 5, 9, 13, 21], [34, 55, 89, 14, 23, 0]], attentionMask: [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]] };
+      const labels = [[-100, -100, -100, 9, 13, 21], [-100, 55, 89, 14, 23, -100]];
+      const run = (path: 'fused' | 'unfused') => {
+        model.attentionPath = path;
+        const out = model.forward(inputs, { labels });
+        const logits = out.logits.toArray();
+        const loss = out.lossValue!;
+        model.backward(out);
+        out.dispose();
+        const g = new Map([...model.grads()].map(([k, t]) => [k, t.toArray()]));
+        model.zeroGrad();
+        return { logits, loss, g };
+      };
+      const a = run('unfused');
+      const b = run('fused');
+      const real = (x: Float32Array) => x.filter((_, i) => inputs.attentionMask[Math.floor(i / (6 * 97))][Math.floor(i / 97) % 6] === 1);
+      expectClose(real(b.logits), real(a.logits), 1e-5, 1e-5);
+      expect(b.loss).toBeCloseTo(a.loss, 5);
+      for (const [k, v] of a.g) expectClose(b.g.get(k)!, v, 1e-4, 1e-6);
+      model.dispose();
+    });
 });

@@ -2,7 +2,10 @@
 // only: the backbone is frozen, so no weight gradient is ever computed for it). Every tensor they
 // make is registered with a Scope, freed when the pass is done.
 import { adapterBackward, adapterForward, AdapterWeights, Activation } from '../../adapters/functional';
-import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12 } from '../../nn';
+import {
+  attention as fusedAttention, attentionBackward as fusedAttentionBackward, layerNorm, layerNormBackward, maskedSoftmax,
+  maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12,
+} from '../../nn';
 import { activation, activationGrad, add, matmul, mul } from '../../ops';
 import type { BnConfig } from '../../backbone/adapterConfig';
 import { Scope } from '../../backbone/scope';
@@ -69,6 +72,8 @@ export interface AttentionRun {
   positions: Tensor;
   keyMask: Tensor;
   invFreq: Tensor | null;
+  /** The fused attention op (no [T, T] matrix) instead of matmul + masked softmax + matmul. */
+  fused: boolean;
 }
 
 /**
@@ -89,6 +94,34 @@ export function attention(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLay
     q = s.t(rope(q, r.positions, r.invFreq));
     k = s.t(rope(k, r.positions, r.invFreq));
   }
+  const tokens = (t: Tensor, heads: number) => s.t(transpose12(view(t, [B, heads, T, dh]))); // [B, heads, T, dh] → [B, T, heads, dh]
+  const inputGrads = (dq: Tensor, dk: Tensor, dv: Tensor): Tensor => {
+    let dqt = tokens(dq, Hq);
+    let dkt = tokens(dk, Hkv);
+    if (r.invFreq) {
+      dqt = s.t(ropeBackward(dqt, r.positions, r.invFreq));
+      dkt = s.t(ropeBackward(dkt, r.positions, r.invFreq));
+    }
+    let dx = projBack(s, view(dqt, [B, T, Hq * dh]), l.q);
+    dx = s.t(add(dx, projBack(s, view(dkt, [B, T, Hkv * dh]), l.k)));
+    return s.t(add(dx, projBack(s, view(tokens(dv, Hkv), [B, T, Hkv * dh]), l.v)));
+  };
+  if (r.fused) {
+    const [qf, kf, vf] = [s.t(transpose12(q)), s.t(transpose12(k)), s.t(transpose12(v))]; // [B, heads, T, dh]
+    const opts = { scale, keyMask: r.keyMask, causal: true };
+    const a = fusedAttention(qf, kf, vf, opts);
+    s.t(a.out);
+    s.t(a.lse);
+    const out = proj(s, view(s.t(transpose12(a.out)), [B, T, Hq * dh]), l.o);
+    return {
+      out,
+      back: (dOut) => {
+        const dctx = s.t(transpose12(view(projBack(s, dOut, l.o), [B, T, Hq, dh])));
+        const g = fusedAttentionBackward(qf, kf, vf, a.out, dctx, a.lse, opts);
+        return inputGrads(s.t(g.dq), s.t(g.dk), s.t(g.dv));
+      },
+    };
+  }
   const qh = view(s.t(transpose12(q)), [B * Hkv, G * T, dh]);
   const kh = view(s.t(transpose12(k)), [B * Hkv, T, dh]);
   const vh = view(s.t(transpose12(v)), [B * Hkv, T, dh]);
@@ -104,16 +137,7 @@ export function attention(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLay
     const ds = view(s.t(maskedSoftmaxBackward(probs, dp, { scale })), [B * Hkv, G * T, T]);
     const dq = s.t(matmul(ds, kh)); // [B·Hkv, G·T, dh] = [B, Hq, T, dh]
     const dk = s.t(matmul(ds, qh, { transA: true })); // [B·Hkv, T, dh]
-    const tokens = (t: Tensor, heads: number) => s.t(transpose12(view(t, [B, heads, T, dh]))); // → [B, T, heads, dh]
-    let dqt = tokens(dq, Hq);
-    let dkt = tokens(dk, Hkv);
-    if (r.invFreq) {
-      dqt = s.t(ropeBackward(dqt, r.positions, r.invFreq));
-      dkt = s.t(ropeBackward(dkt, r.positions, r.invFreq));
-    }
-    let dx = projBack(s, view(dqt, [B, T, Hq * dh]), l.q);
-    dx = s.t(add(dx, projBack(s, view(dkt, [B, T, Hkv * dh]), l.k)));
-    return s.t(add(dx, projBack(s, view(tokens(dv, Hkv), [B, T, Hkv * dh]), l.v)));
+    return inputGrads(dq, dk, dv);
   };
   return { out, back };
 }

@@ -140,6 +140,12 @@ export class Decoder {
   private trainedAdapter: string | null = null;
   private readonly gradients = new Map<string, Tensor>();
   private step = 0;
+  /**
+   * How attention runs: 'fused' (one op, no [T, T] matrix: the CUDA kernels need a head size <= 128),
+   * 'unfused' (matmul, masked softmax, matmul), or 'auto' (fused on CUDA where it fits, unfused on the
+   * CPU, where BLAS makes the matmuls faster). Same results either way.
+   */
+  attentionPath: 'auto' | 'fused' | 'unfused' = 'auto';
 
   constructor(config: DecoderConfig, weights: DecoderWeights, o: { device: string; dtype: FloatDType; weightHash?: string; modelName?: string; dir?: string; gguf?: GgufFile }) {
     this.gguf = o.gguf;
@@ -384,8 +390,10 @@ export class Decoder {
     const training = !!opts.training;
     const seedBase = (opts.seed ?? 0) % 2 ** 31;
 
+    const fused = this.attentionPath === 'fused'
+      || (this.attentionPath === 'auto' && this.device !== 'cpu' && cfg.headDim <= 128);
     const run = {
-      B, T, invFreq: this.invFreq,
+      B, T, invFreq: this.invFreq, fused,
       positions: s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev })),
       keyMask: s.t(tensor(mask, [B, T], { device: dev })),
     };

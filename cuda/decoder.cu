@@ -4,6 +4,7 @@
 // scheduling.
 #include <algorithm>
 
+#include "../native/activation.h"
 #include "allocator.h"
 #include "common.cuh"
 #include "decoder.h"
@@ -109,7 +110,46 @@ __global__ void ropeKernel(const T* x, const int32_t* pos, const float* invFreq,
   }
 }
 
+template <typename T>
+__global__ void gatedKernel(const T* gate, const T* up, T* out, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = fromF<T>(actForward(act, toF(gate[i])) * toF(up[i]));
+}
+
+template <typename T>
+__global__ void gatedBackwardKernel(const T* dOut, const T* gate, const T* up, T* dGate, T* dUp, size_t n, Act act) {
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    float d = toF(dOut[i]), g = toF(gate[i]), u = toF(up[i]);
+    dGate[i] = fromF<T>(d * u * actGrad(act, g));
+    dUp[i] = fromF<T>(d * actForward(act, g));
+  }
+}
+
 }  // namespace
+
+void gatedActivation(int dev, DType t, const void* gate, const void* up, void* out, size_t n, int act) {
+  if (!n) return;
+  DeviceGuard g(dev, "gatedActivation");
+  dispatchFloat(t, [&](auto tag) {
+    using T = decltype(tag);
+    gatedKernel<T><<<blocksFor(n, kThreads), kThreads, 0, S(dev)>>>(static_cast<const T*>(gate), static_cast<const T*>(up),
+                                                                    static_cast<T*>(out), n, Act(act));
+  });
+  checkLaunch("gatedActivation");
+}
+
+void gatedActivationBackward(int dev, DType t, const void* dOut, const void* gate, const void* up, void* dGate,
+                             void* dUp, size_t n, int act) {
+  if (!n) return;
+  DeviceGuard g(dev, "gatedActivationBackward");
+  dispatchFloat(t, [&](auto tag) {
+    using T = decltype(tag);
+    gatedBackwardKernel<T><<<blocksFor(n, kThreads), kThreads, 0, S(dev)>>>(
+        static_cast<const T*>(dOut), static_cast<const T*>(gate), static_cast<const T*>(up), static_cast<T*>(dGate),
+        static_cast<T*>(dUp), n, Act(act));
+  });
+  checkLaunch("gatedActivationBackward");
+}
 
 void rmsNorm(int dev, DType t, const void* x, const void* weight, void* out, float* rstd, size_t rows, size_t H,
              float eps) {

@@ -17,5 +17,9 @@ void rmsNormBackward(int dev, DType t, const void* dOut, const void* x, const vo
 void rope(int dev, DType t, const void* x, const int32_t* pos, const float* invFreq, void* out, size_t tokens,
           size_t heads, size_t D, size_t rot, bool inverse);
 
+void gatedActivation(int dev, DType t, const void* gate, const void* up, void* out, size_t n, int act);
+void gatedActivationBackward(int dev, DType t, const void* dOut, const void* gate, const void* up, void* dGate,
+                             void* dUp, size_t n, int act);
+
 }  // namespace cuda
 }  // namespace fa

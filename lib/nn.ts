@@ -4,6 +4,7 @@
 // bfloat16 or float16, the arithmetic is fp32.
 import { native } from './backend';
 import { handle, Tensor } from './tensor';
+import type { ActivationName } from './ops';
 
 export interface LayerNormResult {
   /** LayerNorm(x + residual): the dtype and shape of x. */
@@ -187,4 +188,17 @@ export function attentionBackward(
   const r = native().attentionBackward(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), handle(out, op, 'out'),
     handle(dOut, op, 'dOut'), handle(lse, op, 'lse'), mask, opts.scale, !!opts.causal);
   return { dq: new Tensor(r.dq), dk: new Tensor(r.dk), dv: new Tensor(r.dv) };
+}
+
+/** The gated MLP's middle: act(gate) ⊙ up (SwiGLU with act = 'silu'), elementwise; gate and up of one shape and dtype. */
+export function gatedActivation(gate: Tensor, up: Tensor, act: ActivationName = 'silu'): Tensor {
+  const op = 'gatedActivation';
+  return new Tensor(native().gatedActivation(handle(gate, op, 'gate'), handle(up, op, 'up'), act));
+}
+
+/** Backward of gatedActivation: dGate = dOut ⊙ up ⊙ act′(gate), dUp = dOut ⊙ act(gate). */
+export function gatedActivationBackward(dOut: Tensor, gate: Tensor, up: Tensor, act: ActivationName = 'silu'): { dGate: Tensor; dUp: Tensor } {
+  const op = 'gatedActivationBackward';
+  const r = native().gatedActivationBackward(handle(dOut, op, 'dOut'), handle(gate, op, 'gate'), handle(up, op, 'up'), act);
+  return { dGate: new Tensor(r.dGate), dUp: new Tensor(r.dUp) };
 }

@@ -2,6 +2,7 @@
 // passes (see native/cpu/decoder.h, native/cpu/attention.h).
 #include <cmath>
 
+#include "activation.h"
 #include "args.h"
 #include "cpu/attention.h"
 #include "cpu/decoder.h"
@@ -108,6 +109,54 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// The activation name argument of the gated ops.
+int argAct(Args& a, Napi::Value v) {
+  if (!v.IsString()) a.error("argument 'activation' must be a string");
+  Act act;
+  std::string name = v.As<Napi::String>().Utf8Value();
+  if (!parseAct(name.c_str(), &act)) a.error("unknown activation '" + name + "'");
+  return int(act);
+}
+
+// gatedActivation(gate, up, activation) -> act(gate) ⊙ up
+Napi::Value GatedActivation(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "gatedActivation"};
+  TensorImpl& g = a.tensor(info[0], "gate");
+  a.floating(g, "gate");
+  TensorImpl& u = a.tensor(info[1], "up");
+  a.like(u, "up", g, "gate");
+  int act = argAct(a, info[2]);
+  Napi::Object out = newTensor(env, g.shape, g.dtype, g.device, a.op);
+  void* o = implOf(out).ptr();
+  runKernel(env, a.op, [&] { FA_NN_DISPATCH(g.device, gatedActivation, g.dtype, g.ptr(), u.ptr(), o, g.numel(), act); });
+  return out;
+}
+
+// gatedActivationBackward(dOut, gate, up, activation) -> { dGate, dUp }
+Napi::Value GatedActivationBackward(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "gatedActivationBackward"};
+  TensorImpl& d = a.tensor(info[0], "dOut");
+  TensorImpl& g = a.tensor(info[1], "gate");
+  a.floating(g, "gate");
+  a.like(d, "dOut", g, "gate");
+  TensorImpl& u = a.tensor(info[2], "up");
+  a.like(u, "up", g, "gate");
+  int act = argAct(a, info[3]);
+  Napi::Object dg = newTensor(env, g.shape, g.dtype, g.device, a.op);
+  Napi::Object du = newTensor(env, g.shape, g.dtype, g.device, a.op);
+  void* dgp = implOf(dg).ptr();
+  void* dup = implOf(du).ptr();
+  runKernel(env, a.op, [&] {
+    FA_NN_DISPATCH(g.device, gatedActivationBackward, g.dtype, d.ptr(), g.ptr(), u.ptr(), dgp, dup, g.numel(), act);
+  });
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("dGate", dg);
+  result.Set("dUp", du);
+  return result;
+}
+
 // q [B, Hq, Tq, D], k and v [B, Hkv, Tk, D]: checked, with the key mask [B, Tk] (or null).
 struct AttentionArgs {
   AttentionShape shape;
@@ -206,6 +255,8 @@ void registerDecoderOps(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward, "rmsNormBackward"));
   exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
   exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
+  exports.Set("gatedActivation", Napi::Function::New(env, GatedActivation, "gatedActivation"));
+  exports.Set("gatedActivationBackward", Napi::Function::New(env, GatedActivationBackward, "gatedActivationBackward"));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
 }
 

@@ -1,6 +1,6 @@
 // The decoder building blocks on the CPU against float64 references written here, on fresh
 // random inputs (the seed is in each suite's name): RMSNorm, rotary embeddings, causal softmax.
-import { attention, attentionBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
+import { attention, attentionBackward, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
 import { expectClose, rng } from './helpers';
 
 const SEED = Math.floor(Math.random() * 2 ** 31);
@@ -242,5 +242,29 @@ describe(`fused attention (seed ${SEED})`, () => {
     expect(() => attention(q, randn([1, 2, 3, 8]), randn([1, 2, 4, 8]))).toThrow(/attention: argument 'v' has shape \[1, 2, 4, 8\], expected \[1, 2, 3, 8\]/);
     expect(() => attention(q, randn([1, 2, 2, 8]), randn([1, 2, 2, 8]), { causal: true })).toThrow(/causal attention needs Tq <= Tk/);
     expect(() => attention(q, randn([1, 2, 3, 8]), randn([1, 2, 3, 8]), { keyMask: randn([1, 4]) })).toThrow("attention: argument 'keyMask' has shape [1, 4], expected [1, 3]");
+  });
+});
+
+describe(`gatedActivation (seed ${SEED})`, () => {
+  const silu = (x: number) => x / (1 + Math.exp(-x));
+  const dsilu = (x: number) => { const sg = 1 / (1 + Math.exp(-x)); return sg * (1 + x * (1 - sg)); };
+  for (const dtype of FLOATS)
+    test(`SwiGLU forward and backward ${dtype} match float64`, () => {
+      const shape = [3, 5, 1 + Math.floor(r.uniform() * 40)];
+      const g = randn(shape, { seed: seed(), dtype, std: 2 });
+      const u = randn(shape, { seed: seed(), dtype });
+      const d = randn(shape, { seed: seed(), dtype });
+      const G = g.toArray();
+      const U = u.toArray();
+      const D = d.toArray();
+      expectClose(gatedActivation(g, u, 'silu').toArray(), Array.from(G, (x, i) => silu(x) * U[i]), tol[dtype] * 2, tol[dtype]);
+      const b = gatedActivationBackward(d, g, u, 'silu');
+      expectClose(b.dGate.toArray(), Array.from(G, (x, i) => D[i] * U[i] * dsilu(x)), tol[dtype] * 2, tol[dtype]);
+      expectClose(b.dUp.toArray(), Array.from(G, (x, i) => D[i] * silu(x)), tol[dtype] * 2, tol[dtype]);
+    });
+
+  test('bad inputs name the op and the argument', () => {
+    expect(() => gatedActivation(randn([2, 3]), randn([3, 2]))).toThrow("gatedActivation: argument 'up' has shape [3, 2], expected [2, 3]");
+    expect(() => gatedActivation(randn([2]), randn([2]), 'mish' as never)).toThrow(/gatedActivation: unknown activation 'mish'/);
   });
 });

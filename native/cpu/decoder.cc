@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "../activation.h"
 #include "basic.h"
 #include "parallel.h"
 
@@ -101,6 +102,33 @@ void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void
       }
       storeRow(t, out, tok * heads * D, v.data(), heads * D);
     }
+  });
+}
+
+void gatedActivation(DType t, const void* gate, const void* up, void* out, size_t n, int act) {
+  parallelFor(n, kGrain, [&](size_t i0, size_t i1) {
+    std::vector<float> g(i1 - i0), u(i1 - i0);
+    loadRow(t, gate, i0, g.data(), i1 - i0);
+    loadRow(t, up, i0, u.data(), i1 - i0);
+    for (size_t i = 0; i < g.size(); i++) g[i] = actForward(Act(act), g[i]) * u[i];
+    storeRow(t, out, i0, g.data(), i1 - i0);
+  });
+}
+
+void gatedActivationBackward(DType t, const void* dOut, const void* gate, const void* up, void* dGate, void* dUp,
+                             size_t n, int act) {
+  parallelFor(n, kGrain, [&](size_t i0, size_t i1) {
+    size_t m = i1 - i0;
+    std::vector<float> d(m), g(m), u(m), dg(m), du(m);
+    loadRow(t, dOut, i0, d.data(), m);
+    loadRow(t, gate, i0, g.data(), m);
+    loadRow(t, up, i0, u.data(), m);
+    for (size_t i = 0; i < m; i++) {
+      dg[i] = d[i] * u[i] * actGrad(Act(act), g[i]);
+      du[i] = d[i] * actForward(Act(act), g[i]);
+    }
+    storeRow(t, dGate, i0, dg.data(), m);
+    storeRow(t, dUp, i0, du.data(), m);
   });
 }
 

@@ -31,5 +31,11 @@ void rmsNormBackward(DType t, const void* dOut, const void* x, const void* weigh
 void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void* out, size_t tokens, size_t heads,
           size_t D, size_t rot, bool inverse);
 
+// The gated MLP's middle (SwiGLU with act = silu): out = act(gate) ⊙ up, elementwise over n values;
+// backward: dGate = dOut ⊙ up ⊙ act'(gate), dUp = dOut ⊙ act(gate). act is an Act (activation.h).
+void gatedActivation(DType t, const void* gate, const void* up, void* out, size_t n, int act);
+void gatedActivationBackward(DType t, const void* dOut, const void* gate, const void* up, void* dGate, void* dUp,
+                             size_t n, int act);
+
 }  // namespace cpu
 }  // namespace fa

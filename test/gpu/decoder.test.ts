@@ -1,6 +1,6 @@
 // The CUDA decoder building blocks against the CPU ops on fresh random inputs, in fp32, bf16 and
 // fp16, outputs poisoned (NaN) first: RMSNorm forward/backward, rotary embeddings, causal softmax.
-import { attention, attentionBackward, empty, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
+import { attention, attentionBackward, empty, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
 import type { FloatDType } from '../../lib';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -76,6 +76,23 @@ describeGpu('CUDA decoder ops match the CPU', () => {
         for (let i = 0; i < c.length; i++) if (c[i] === 0 && g[i] !== 0) throw new Error(`element ${i}: ${g[i]}, masked on the CPU`);
       }
     });
+});
+
+describeGpu('CUDA gated activation matches the CPU op', () => {
+  for (const dtype of FLOATS)
+    for (const shape of [[1], [4, 1536], [1000, 8193]])
+      test(`SwiGLU ${dtype} ${JSON.stringify(shape)}: forward and backward`, () => {
+        const [g, gd] = both(shape, dtype, { std: 2 });
+        const [u, ud] = both(shape, dtype);
+        const [d, dd] = both(shape, dtype);
+        poison([shape, dtype]);
+        expectClose(gatedActivation(gd, ud).toArray(), gatedActivation(g, u).toArray(), tol[dtype], tol[dtype]);
+        poison([shape, dtype], [shape, dtype]);
+        const a = gatedActivationBackward(dd, gd, ud);
+        const b = gatedActivationBackward(d, g, u);
+        expectClose(a.dGate.toArray(), b.dGate.toArray(), tol[dtype], tol[dtype]);
+        expectClose(a.dUp.toArray(), b.dUp.toArray(), tol[dtype], tol[dtype]);
+      });
 });
 
 describeGpu('CUDA fused attention matches the CPU op', () => {

@@ -3,10 +3,10 @@
 // make is registered with a Scope, freed when the pass is done.
 import { adapterBackward, adapterForward, AdapterWeights, Activation } from '../../adapters/functional';
 import {
-  attention as fusedAttention, attentionBackward as fusedAttentionBackward, layerNorm, layerNormBackward, maskedSoftmax,
+  attention as fusedAttention, attentionBackward as fusedAttentionBackward, gatedActivation, gatedActivationBackward, layerNorm, layerNormBackward, maskedSoftmax,
   maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12,
 } from '../../nn';
-import { activation, activationGrad, add, matmul, mul } from '../../ops';
+import { activation, activationGrad, add, matmul } from '../../ops';
 import type { BnConfig } from '../../backbone/adapterConfig';
 import { Scope } from '../../backbone/scope';
 import type { Tensor } from '../../tensor';
@@ -148,15 +148,14 @@ export function mlp(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLayerWeig
   if (l.gate) {
     const g = proj(s, x, l.gate);
     const u = proj(s, x, l.up);
-    const ag = s.t(activation(g, act));
-    const out = proj(s, s.t(mul(ag, u)), l.down);
+    const out = proj(s, s.t(gatedActivation(g, u, act)), l.down);
     return {
       out,
       back: (d) => {
-        const dh = projBack(s, d, l.down);
-        const du = s.t(mul(dh, ag));
-        const dg = s.t(activationGrad(g, s.t(mul(dh, u)), act));
-        return s.t(add(projBack(s, dg, l.gate!), projBack(s, du, l.up)));
+        const r = gatedActivationBackward(projBack(s, d, l.down), g, u, act);
+        s.t(r.dGate);
+        s.t(r.dUp);
+        return s.t(add(projBack(s, r.dGate, l.gate!), projBack(s, r.dUp, l.up)));
       },
     };
   }

@@ -40,6 +40,7 @@ struct Dev {
   __device__ bool sees(size_t b, size_t i, size_t j) const {
     if (j >= s.Tk) return false;
     if (s.causal && j > i + (s.Tk - s.Tq)) return false;
+    if (s.segments && s.segments[b * s.Tk + i] != s.segments[b * s.Tk + j]) return false;
     return !mask || maskOnDev(mask, maskSize, maskInt, b * s.Tk + j);
   }
 };

@@ -194,6 +194,7 @@ export function makeProgram(): Command {
     .option('--resume', 'resume from --checkpoint-dir')
     .option('--skip-non-finite', 'skip steps whose loss or gradients are NaN/Infinity')
     .option('--gradient-checkpointing', 'recompute each layer in the backward pass (less memory)')
+    .option('--packing', 'pack several examples into each row of up to --max-length tokens')
     .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
     .action(async (o) => {
       const config = configName(o.adapter);
@@ -211,7 +212,7 @@ export function makeProgram(): Command {
       const res = await sft({
         model, adapter: name, trainData: o.data, evalData: o.eval, epochs: o.epochs, steps: o.steps, lr: o.lr, batchSize: o.batchSize,
         maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
-        checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite, checkpointing: !!o.gradientCheckpointing,
+        checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite, checkpointing: !!o.gradientCheckpointing, packing: !!o.packing,
       });
       model.saveAdapter(o.out, name);
       if (res.final) console.log(`eval: answer loss ${res.final.loss.toFixed(4)}, perplexity ${res.final.perplexity.toFixed(3)} over ${res.final.tokens} tokens`);

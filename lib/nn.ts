@@ -164,6 +164,8 @@ export interface AttentionOptions {
   scale?: number;
   /** Query i (of the last Tq) sees keys j ≤ i + Tk − Tq only. */
   causal?: boolean;
+  /** int32 [B, T] (Tq = Tk): packed sequences; query i sees key j only within its own segment. */
+  segments?: Tensor;
 }
 
 /**
@@ -175,7 +177,8 @@ export interface AttentionOptions {
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions = {}): { out: Tensor; lse: Tensor } {
   const op = 'attention';
   const mask = opts.keyMask === undefined ? null : handle(opts.keyMask, op, 'keyMask');
-  const r = native().attention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), mask, opts.scale, !!opts.causal);
+  const seg = opts.segments === undefined ? undefined : handle(opts.segments, op, 'segments');
+  const r = native().attention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), mask, opts.scale, !!opts.causal, seg);
   return { out: new Tensor(r.out), lse: new Tensor(r.lse) };
 }
 
@@ -186,7 +189,8 @@ export function attentionBackward(
   const op = 'attentionBackward';
   const mask = opts.keyMask === undefined ? null : handle(opts.keyMask, op, 'keyMask');
   const r = native().attentionBackward(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), handle(out, op, 'out'),
-    handle(dOut, op, 'dOut'), handle(lse, op, 'lse'), mask, opts.scale, !!opts.causal);
+    handle(dOut, op, 'dOut'), handle(lse, op, 'lse'), mask, opts.scale, !!opts.causal,
+    opts.segments === undefined ? undefined : handle(opts.segments, op, 'segments'));
   return { dq: new Tensor(r.dq), dk: new Tensor(r.dk), dv: new Tensor(r.dv) };
 }
 

@@ -165,7 +165,7 @@ struct AttentionArgs {
 };
 
 AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v, Napi::Value maskV, Napi::Value scaleV,
-                            Napi::Value causalV) {
+                            Napi::Value causalV, Napi::Value segmentsV) {
   a.floating(q, "q");
   if (q.shape.size() != 4) a.error("argument 'q' must be [B, heads, Tq, D], got shape " + q.shapeString());
   if (k.shape.size() != 4) a.error("argument 'k' must be [B, kvHeads, Tk, D], got shape " + k.shapeString());
@@ -179,7 +179,7 @@ AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v
             std::to_string(k.shape[1]) + ")");
   AttentionArgs r;
   r.shape = {size_t(q.shape[0]), size_t(q.shape[1]), size_t(k.shape[1]), size_t(q.shape[2]), size_t(k.shape[2]),
-             size_t(q.shape[3]), 1.0f, false};
+             size_t(q.shape[3]), 1.0f, false, nullptr};
   r.shape.scale = scaleV.IsUndefined() ? float(1.0 / std::sqrt(double(q.shape[3]))) : float(a.number(scaleV, "scale"));
   r.shape.causal = !absent(causalV) && causalV.ToBoolean().Value();
   if (r.shape.causal && r.shape.Tq > r.shape.Tk) a.error("causal attention needs Tq <= Tk, got Tq " + std::to_string(r.shape.Tq) + " and Tk " + std::to_string(r.shape.Tk));
@@ -190,17 +190,25 @@ AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v
     r.mask = m.ptr();
     r.maskType = m.dtype;
   }
+  if (!absent(segmentsV)) {
+    TensorImpl& g = a.tensor(segmentsV, "segments");
+    a.int32(g, "segments");
+    if (q.shape[2] != k.shape[2]) a.error("segments need as many queries as keys (Tq = Tk)");
+    a.shape(g, "segments", {k.shape[0], k.shape[2]});
+    a.device(g, "segments", q, "q");
+    r.shape.segments = static_cast<const int32_t*>(g.ptr());
+  }
   return r;
 }
 
-// attention(q, k, v, keyMask|null, scale|undefined, causal) -> { out, lse }
+// attention(q, k, v, keyMask|null, scale|undefined, causal, segments|undefined) -> { out, lse }
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args a{env, "attention"};
   TensorImpl& q = a.tensor(info[0], "q");
   TensorImpl& k = a.tensor(info[1], "k");
   TensorImpl& v = a.tensor(info[2], "v");
-  AttentionArgs r = attentionArgs(a, q, k, v, info[3], info[4], info[5]);
+  AttentionArgs r = attentionArgs(a, q, k, v, info[3], info[4], info[5], info[6]);
   Napi::Object out = newTensor(env, q.shape, q.dtype, q.device, a.op);
   Napi::Object lse = newTensor(env, {q.shape[0], q.shape[1], q.shape[2]}, DType::F32, q.device, a.op);
   void* o = implOf(out).ptr();
@@ -214,14 +222,14 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   return result;
 }
 
-// attentionBackward(q, k, v, out, dOut, lse, keyMask|null, scale|undefined, causal) -> { dq, dk, dv }
+// attentionBackward(q, k, v, out, dOut, lse, keyMask|null, scale|undefined, causal, segments|undefined) -> { dq, dk, dv }
 Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args a{env, "attentionBackward"};
   TensorImpl& q = a.tensor(info[0], "q");
   TensorImpl& k = a.tensor(info[1], "k");
   TensorImpl& v = a.tensor(info[2], "v");
-  AttentionArgs r = attentionArgs(a, q, k, v, info[6], info[7], info[8]);
+  AttentionArgs r = attentionArgs(a, q, k, v, info[6], info[7], info[8], info[9]);
   TensorImpl& out = a.tensor(info[3], "out");
   a.like(out, "out", q, "q");
   TensorImpl& dOut = a.tensor(info[4], "dOut");

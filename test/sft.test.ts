@@ -4,7 +4,8 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { encodeSft, loadDecoder, NonFiniteError, readSftExamples, renderChat, sft, Tokenizer } from '../lib';
+import { encodeSft, loadDecoder, NonFiniteError, packSft, padPackedBatch, padSftBatch, readSftExamples, renderChat, sft, Tokenizer } from '../lib';
+import { expectClose } from './helpers';
 import { byteChars } from './decoderFixture';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
 import { tinyChatTokenizerMetadata, writeTinyChatModel } from './decoderFixture';
@@ -148,6 +149,39 @@ describe(`sft (seed ${SEED})`, () => {
     const res = await sft({ model, adapter: 'chat', trainData: rows, steps: 12, batchSize: 1, progress: false, skipNonFinite: true });
     expect(res.skippedSteps).toBe(1);
     for (const t of model.adapterParameters('chat').values()) expect(t.toArray().every(Number.isFinite)).toBe(true);
+    model.dispose();
+  });
+
+  test('packing: several examples per row give each token the logits and the loss it has alone; sft trains packed', async () => {
+    const dir = writeTinyChatModel(dirOf(), SEED, files());
+    const model = await loadDecoder(dir, { device: 'cpu' });
+    const tok = chatTok();
+    const rows = data.slice(0, 5).map((d) => encodeSft(tok, d));
+    const packed = packSft(rows, 64);
+    expect(packed.length).toBeLessThan(rows.length);
+    expect(packed.flatMap((p) => p.ids)).toEqual(rows.flatMap((r) => r.ids));
+    const batch = padPackedBatch(packed, tok.padId);
+    const pk = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, segmentIds: batch.segmentIds }, { labels: batch.labels });
+    const alone = padSftBatch(rows, tok.padId);
+    const al = model.forward({ inputIds: alone.inputIds, attentionMask: alone.attentionMask }, { labels: alone.labels });
+    expect(pk.lossValue!).toBeCloseTo(al.lossValue!, 5);
+    // the logits of example 1's tokens: its own row alone vs its segment in the first packed row
+    const V = model.config.vocabSize;
+    const Ta = alone.inputIds[0].length;
+    const Tp = batch.inputIds[0].length;
+    const n1 = rows[1].ids.length;
+    const a = al.logits.toArray().slice((1 * Ta + (Ta - n1)) * V, (2 * Ta) * V);
+    const offP = (Tp - packed[0].ids.length) + rows[0].ids.length; // example 1 follows example 0 in packed row 0
+    const p = pk.logits.toArray().slice(offP * V, (offP + n1) * V);
+    expectClose(p, a, 1e-5, 1e-5);
+    pk.dispose();
+    al.dispose();
+    model.attentionPath = 'unfused';
+    expect(() => model.forward({ inputIds: batch.inputIds, segmentIds: batch.segmentIds })).toThrow(/segmentIds need the fused attention path/);
+    model.attentionPath = 'auto';
+    model.addAdapter('chat', 'seq_bn', { seed: 4 });
+    const res = await sft({ model, adapter: 'chat', trainData: data, steps: 4, batchSize: 2, packing: true, maxLength: 64, progress: false });
+    expect(res.steps).toBe(4);
     model.dispose();
   });
 });

@@ -130,3 +130,38 @@ export function padSftBatch(rows: SftEncoded[], padId: number): { inputIds: numb
     labels: rows.map((r) => [...new Array(T - r.ids.length).fill(-100), ...r.labels]),
   };
 }
+
+/** Several examples in one row, each its own segment (0, 1, 2, ...). */
+export interface SftPacked extends SftEncoded {
+  segments: number[];
+}
+
+/**
+ * Packs encoded examples, in order, into rows of at most maxLength tokens (a new row when the next
+ * example does not fit): fewer padding tokens per batch. The model keeps attention and prediction
+ * within each segment (DecoderInputs.segmentIds).
+ */
+export function packSft(rows: SftEncoded[], maxLength: number): SftPacked[] {
+  if (!Number.isInteger(maxLength) || maxLength < 1) throw new Error(`packSft: maxLength must be a positive integer, got ${maxLength}`);
+  const out: SftPacked[] = [];
+  let cur: SftPacked | null = null;
+  for (const r of rows) {
+    if (r.ids.length > maxLength) throw new Error(`packSft: an example has ${r.ids.length} tokens, more than maxLength ${maxLength}`);
+    if (!cur || cur.ids.length + r.ids.length > maxLength) {
+      cur = { ids: [], labels: [], segments: [] };
+      out.push(cur);
+    }
+    const seg = cur.segments.length ? cur.segments[cur.segments.length - 1] + 1 : 0;
+    cur.ids.push(...r.ids);
+    cur.labels.push(...r.labels);
+    for (let i = 0; i < r.ids.length; i++) cur.segments.push(seg);
+  }
+  return out;
+}
+
+/** Packed rows padded on the left into a batch, with segment ids (-1 on padding). */
+export function padPackedBatch(rows: SftPacked[], padId: number): ReturnType<typeof padSftBatch> & { segmentIds: number[][] } {
+  const b = padSftBatch(rows, padId);
+  const T = b.inputIds[0]?.length ?? 0;
+  return { ...b, segmentIds: rows.map((r) => [...new Array(T - r.segments.length).fill(-1), ...r.segments]) };
+}

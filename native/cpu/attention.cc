@@ -33,6 +33,7 @@ std::vector<float> load(DType t, const void* p, size_t n) {
 // Whether query i of batch b sees key j.
 inline bool sees(const AttentionShape& s, const void* keyMask, DType mt, size_t b, size_t i, size_t j) {
   if (s.causal && j > i + (s.Tk - s.Tq)) return false;
+  if (s.segments && s.segments[b * s.Tk + i] != s.segments[b * s.Tk + j]) return false;
   return !keyMask || maskOn(mt, keyMask, b * s.Tk + j);
 }
 

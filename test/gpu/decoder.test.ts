@@ -132,6 +132,26 @@ describeGpu('CUDA fused attention matches the CPU op', () => {
       });
 });
 
+describeGpu('CUDA fused attention with packed segments matches the CPU op', () => {
+  test('three segments per row, causal, bf16 and fp32: out and gradients', () => {
+    for (const dtype of ['float32', 'bfloat16'] as const) {
+      const [B, Hq, Hkv, T, D] = [2, 4, 2, 70, 64];
+      const [q, qd] = both([B, Hq, T, D], dtype);
+      const [k, kd] = both([B, Hkv, T, D], dtype);
+      const [v, vd] = both([B, Hkv, T, D], dtype);
+      const seg = tensor(Int32Array.from({ length: B * T }, (_, i) => Math.floor((i % T) / 25)), [B, T], { dtype: 'int32' });
+      const g = attention(qd, kd, vd, { causal: true, segments: seg.to(dev) });
+      const c = attention(q, k, v, { causal: true, segments: seg });
+      expectClose(g.out.toArray(), c.out.toArray(), tol[dtype] * 3, tol[dtype]);
+      const [d, dd] = both([B, Hq, T, D], dtype);
+      const gb = attentionBackward(qd, kd, vd, g.out, dd, g.lse, { causal: true, segments: seg.to(dev) });
+      const cb = attentionBackward(q, k, v, c.out, d, c.lse, { causal: true, segments: seg });
+      const t = dtype === 'float32' ? 1e-4 : tol[dtype] * 5;
+      for (const key of ['dq', 'dk', 'dv'] as const) expectClose(gb[key].toArray(), cb[key].toArray(), t, t);
+    }
+  });
+});
+
 describeGpu('CUDA decoders match the CPU', () => {
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-gpu-decoder-'));
   afterAll(() => fs.rmSync(work, { recursive: true, force: true }));

@@ -74,6 +74,8 @@ export interface AttentionRun {
   invFreq: Tensor | null;
   /** The fused attention op (no [T, T] matrix) instead of matmul + masked softmax + matmul. */
   fused: boolean;
+  /** int32 [B, T]: packed sequences, attention kept within each (fused path only). */
+  segments?: Tensor;
 }
 
 /**
@@ -108,7 +110,7 @@ export function attention(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLay
   };
   if (r.fused) {
     const [qf, kf, vf] = [s.t(transpose12(q)), s.t(transpose12(k)), s.t(transpose12(v))]; // [B, heads, T, dh]
-    const opts = { scale, keyMask: r.keyMask, causal: true };
+    const opts = { scale, keyMask: r.keyMask, causal: true, segments: r.segments };
     const a = fusedAttention(qf, kf, vf, opts);
     s.t(a.out);
     s.t(a.lse);

@@ -45,8 +45,14 @@ export interface DecoderInputs {
   inputIds: number[][];
   /** [B][T] 1 for real tokens, 0 for padding (default: all 1). */
   attentionMask?: number[][];
-  /** [B][T] positions (default: the number of real tokens before each token). */
+  /** [B][T] positions (default: the number of real tokens before each token, within its segment). */
   positionIds?: number[][];
+  /**
+   * [B][T] packed sequences: several examples in one row, each with its own id (e.g. 0, 0, 0, 1, 1, 2);
+   * a token attends only within its segment, positions restart at each, and no token is predicted
+   * across a boundary. Uses the fused attention op.
+   */
+  segmentIds?: number[][];
 }
 
 export interface DecoderForwardOptions {
@@ -376,11 +382,18 @@ export class Decoder {
     for (const id of ids.data)
       if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) throw new Error(`forward: token id ${id} is outside [0, ${cfg.vocabSize})`);
     const mask = inputs.attentionMask ? rows(inputs.attentionMask, 'attentionMask', B, T).data : new Array(B * T).fill(1);
+    const seg = inputs.segmentIds ? rows(inputs.segmentIds, 'segmentIds', B, T).data : null;
+    if (seg && seg.some((v) => !Number.isInteger(v) || v < -(2 ** 31) || v >= 2 ** 31)) throw new Error('forward: segmentIds must be int32 integers');
+    if (seg && this.attentionPath === 'unfused') throw new Error("forward: segmentIds need the fused attention path (attentionPath 'auto' or 'fused')");
     let pos: number[];
     if (inputs.positionIds) pos = rows(inputs.positionIds, 'positionIds', B, T).data;
     else {
       pos = new Array(B * T);
-      for (let b = 0; b < B; b++) for (let t = 0, n = 0; t < T; t++) pos[b * T + t] = mask[b * T + t] ? n++ : Math.max(0, n - 1);
+      for (let b = 0; b < B; b++)
+        for (let t = 0, n = 0; t < T; t++) {
+          if (seg && t > 0 && seg[b * T + t] !== seg[b * T + t - 1]) n = 0; // a new segment starts at position 0
+          pos[b * T + t] = mask[b * T + t] ? n++ : Math.max(0, n - 1);
+        }
     }
     const maxPos = cfg.family === 'gpt2' ? cfg.maxPositions : Number.MAX_SAFE_INTEGER;
     for (const p of pos) if (!Number.isInteger(p) || p < 0 || p >= maxPos) throw new Error(`forward: position ${p} is outside [0, ${maxPos})`);
@@ -390,12 +403,13 @@ export class Decoder {
     const training = !!opts.training;
     const seedBase = (opts.seed ?? 0) % 2 ** 31;
 
-    const fused = this.attentionPath === 'fused'
+    const fused = seg !== null || this.attentionPath === 'fused'
       || (this.attentionPath === 'auto' && this.device !== 'cpu' && cfg.headDim <= 128);
     const run = {
       B, T, invFreq: this.invFreq, fused,
       positions: s.t(tensor(pos, [B, T], { dtype: 'int32', device: dev })),
       keyMask: s.t(tensor(mask, [B, T], { device: dev })),
+      segments: seg ? s.t(tensor(seg, [B, T], { dtype: 'int32', device: dev })) : undefined,
     };
     const w = this.weights;
     let x = s.t(embedding(w.tokens, s.t(tensor(ids.data, [B, T], { dtype: 'int32', device: dev }))));
@@ -467,7 +481,8 @@ export class Decoder {
         for (let t = 0; t + 1 < T; t++) {
           const l = labels[b * T + t + 1];
           if (l !== -100 && (!Number.isInteger(l) || l < 0 || l >= V)) throw new Error(`forward: label ${l} is outside [0, ${V}) (and not -100)`);
-          shifted[b * T + t] = l;
+          // never predict across a packed boundary
+          shifted[b * T + t] = seg && seg[b * T + t] !== seg[b * T + t + 1] ? -100 : l;
         }
     }
     const keep = opts.keepLogits !== false || !shifted;

@@ -12,9 +12,10 @@ export const {
   empty, encodeSft, evaluate, evaluateSft, fill, full, gatedActivation, gatedActivationBackward,
   globalGradNorm, hubCacheDir, layerNorm, layerNormBackward, loadAdapter, loadBackbone, loadDecoder,
   loadHead, lrAt, maskedSoftmax, maskedSoftmaxBackward, matmul, memoryBudget, memoryStats, mul,
-  ones, padSftBatch, placeInHubCache, rand, randn, randomFill, readExamples, readSftExamples,
-  renderChat, resolveConfig, resolveModelDir, rmsNorm, rmsNormBackward, rope, ropeBackward, rowSum,
-  runDemo, saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, sft, softmaxCrossEntropy,
-  stack, sub, sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  ones, packSft, padPackedBatch, padSftBatch, placeInHubCache, rand, randn, randomFill,
+  readExamples, readSftExamples, renderChat, resolveConfig, resolveModelDir, rmsNorm,
+  rmsNormBackward, rope, ropeBackward, rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace,
+  setMemoryBudget, sft, softmaxCrossEntropy, stack, sub, sumOfSquares, synchronize, tensor, train,
+  transpose12, zeros,
 } = cjs;
 export default cjs;

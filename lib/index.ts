@@ -5,17 +5,17 @@ export { Tensor, tensor, empty, full, zeros, ones, randn, rand } from './tensor'
 export type { DType, FloatDType, TensorOptions, RandomOptions } from './tensor';
 export { matmul, stack, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad } from './ops';
 export type { ActivationName } from './ops';
-export { adapterForward, adapterBackward, adapterForwardBatched } from './adapters/functional';
+export { adapterForward, adapterBackward, adapterForwardBatched } from './methods/bottleneck/functional';
 export type {
   Activation, AdapterPath, AdapterWeights, AdapterOptions, AdapterSaved, AdapterGradients, StackedAdapterWeights,
-} from './adapters/functional';
-export { BottleneckAdapter, PARAM_NAMES } from './adapters/bottleneck';
-export type { BottleneckAdapterConfig, AdapterInit, AdapterScaling } from './adapters/bottleneck';
+} from './methods/bottleneck/functional';
+export { BottleneckAdapter, PARAM_NAMES } from './methods/bottleneck/layer';
+export type { BottleneckAdapterConfig, AdapterInit, AdapterScaling } from './methods/bottleneck/layer';
 export * from './nn';
 export { loadBackbone } from './backbone/load';
 export type { LoadOptions } from './backbone/load';
 export { Backbone, ForwardResult } from './backbone/model';
-export { NonFiniteError } from './backbone/finite';
+export { NonFiniteError } from './core/finite';
 export { loadDecoder } from './models/decoder/load';
 export type { DecoderLoadOptions } from './models/decoder/load';
 export { Decoder, DecoderOutput } from './models/decoder/model';
@@ -23,13 +23,13 @@ export type { DecoderInputs, DecoderForwardOptions } from './models/decoder/mode
 export type { DecoderConfig } from './models/decoder/config';
 export type { ForwardOptions } from './backbone/model';
 export type { ModelInputs } from './backbone/inputs';
-export { resolveConfig, DEFAULT_CONFIGS } from './backbone/adapterConfig';
-export type { BnConfig, AdapterConfigInput } from './backbone/adapterConfig';
+export { resolveConfig, DEFAULT_CONFIGS } from './methods/bottleneck/config';
+export type { BnConfig, AdapterConfigInput } from './methods/bottleneck/config';
 export type { EncoderConfig } from './backbone/config';
 export { ClassificationHead } from './backbone/heads';
 export type { HeadConfig } from './backbone/heads';
 export * from './optim';
-export { saveAdapter, loadAdapter, saveHead, loadHead } from './adapters/files';
+export { saveAdapter, loadAdapter, saveHead, loadHead } from './adapterhub/files';
 export { Tokenizer } from './train/tokenizer';
 export { renderChat, chatTemplateOf } from './train/chat';
 export { sft, evaluateSft } from './train/sft';

@@ -11,7 +11,7 @@ import * as path from 'path';
 import { Backbone, loadBackbone, memoryStats, randn } from '../lib';
 import type { FloatDType, ModelInputs } from '../lib';
 import { parseConfig, weightNames } from '../lib/backbone/config';
-import { TensorToWrite, writeSafetensors } from '../lib/backbone/safetensors';
+import { TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 import {
   BenchOptions,
   deviceKind,

@@ -10,7 +10,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../lib';
-import { TensorToWrite, writeSafetensors } from '../lib/backbone/safetensors';
+import { TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 import {
   BenchOptions, deviceKind, errorMessage, findTorchPython, formatTable, measure, progress, runHeader, runPythonJson, sourceScript, Suite, TimingPlan,
 } from './bench';

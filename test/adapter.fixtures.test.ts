@@ -3,7 +3,7 @@
 import * as fs from 'fs';
 import * as path from 'path';
 import { adapterBackward, adapterForward, tensor } from '../lib';
-import type { Activation, AdapterWeights } from '../lib/adapters/functional';
+import type { Activation, AdapterWeights } from '../lib/methods/bottleneck/functional';
 import { expectClose } from './helpers';
 
 interface AdapterCase {

@@ -3,10 +3,10 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ADAPTER_FILES, ADAPTERHUB_VERSION, loadAdapter, loadHead, saveAdapter, saveHead } from '../lib/adapters/files';
+import { ADAPTER_FILES, ADAPTERHUB_VERSION, loadAdapter, loadHead, saveAdapter, saveHead } from '../lib/adapterhub/files';
 import { loadBackbone } from '../lib/backbone/load';
 import type { Backbone } from '../lib/backbone/model';
-import { SafetensorsFile, writeSafetensors } from '../lib/backbone/safetensors';
+import { SafetensorsFile, writeSafetensors } from '../lib/io/safetensors';
 import type { Tensor } from '../lib/tensor';
 import { rng } from './helpers';
 

@@ -6,11 +6,11 @@ import { spawn, spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { ADAPTER_FILES, loadAdapter, loadHead, saveAdapter, saveHead } from '../lib/adapters/files';
+import { ADAPTER_FILES, loadAdapter, loadHead, saveAdapter, saveHead } from '../lib/adapterhub/files';
 import { recoverDir, replaceDirAtomic } from '../lib/atomicDir';
 import { loadBackbone } from '../lib/backbone/load';
 import type { Backbone } from '../lib/backbone/model';
-import { SafetensorsFile, writeSafetensors } from '../lib/backbone/safetensors';
+import { SafetensorsFile, writeSafetensors } from '../lib/io/safetensors';
 import type { Tensor } from '../lib/tensor';
 import { hasCheckpoint, loadCheckpoint, saveCheckpoint } from '../lib/train/checkpoint';
 import { rng } from './helpers';
@@ -39,7 +39,7 @@ afterAll(() => {
 // The child runs the built package: refuse to test a stale build.
 beforeAll(() => {
   const built = (src: string, out: string) => fs.statSync(path.join(ROOT, out)).mtimeMs >= fs.statSync(path.join(ROOT, src)).mtimeMs;
-  for (const [src, out] of [['lib/atomicDir.ts', 'dist/lib/atomicDir.js'], ['lib/adapters/files.ts', 'dist/lib/adapters/files.js'],
+  for (const [src, out] of [['lib/atomicDir.ts', 'dist/lib/atomicDir.js'], ['lib/adapterhub/files.ts', 'dist/lib/adapterhub/files.js'],
     ['lib/train/checkpoint.ts', 'dist/lib/train/checkpoint.js']])
     if (!fs.existsSync(path.join(ROOT, out)) || !built(src, out)) throw new Error(`${out} is older than ${src}: run npm run build:ts`);
 });

@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadBackbone, Backbone, tensor, randn, resolveConfig } from '../lib';
-import { SafetensorsFile, writeSafetensors } from '../lib/backbone/safetensors';
+import { SafetensorsFile, writeSafetensors } from '../lib/io/safetensors';
 import { expectClose } from './helpers';
 
 const FIX = path.join(__dirname, 'fixtures');

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder, NonFiniteError, placeInHubCache } from '../lib';
 import type { Decoder } from '../lib';
-import { SafetensorsFile, TensorToWrite } from '../lib/backbone/safetensors';
+import { SafetensorsFile, TensorToWrite } from '../lib/io/safetensors';
 import { writeTinyGpt2, writeTinyLlama } from './decoderFixture';
 import { expectClose } from './helpers';
 

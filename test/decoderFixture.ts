@@ -3,7 +3,7 @@
 // GPT-2 (Conv1D weights stored [in, out], fused c_attn). Seeded: the same seed writes the same bytes.
 import * as fs from 'fs';
 import * as path from 'path';
-import { TensorToWrite, writeSafetensors } from '../lib/backbone/safetensors';
+import { TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 import { rng } from './helpers';
 
 export interface TinyDecoderOptions {

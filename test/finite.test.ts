@@ -5,7 +5,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadBackbone, NonFiniteError, train, Tokenizer } from '../lib';
 import type { Backbone } from '../lib';
-import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../lib/backbone/safetensors';
+import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 
 const FIX = path.join(__dirname, 'fixtures', 'tiny-bert');
 let work: string;

@@ -9,8 +9,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadAdapter, loadBackbone, saveAdapter } from '../lib';
 import { parseConfig } from '../lib/backbone/config';
-import { resolveConfig } from '../lib/backbone/adapterConfig';
-import { SafetensorsFile } from '../lib/backbone/safetensors';
+import { resolveConfig } from '../lib/methods/bottleneck/config';
+import { SafetensorsFile } from '../lib/io/safetensors';
 import type { Backbone } from '../lib';
 
 const CORPUS = path.join(__dirname, 'fuzz', 'corpus');

@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { fill, full, loadBackbone, memoryStats, saveAdapter, loadAdapter, tensor, zeros } from '../lib';
-import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../lib/backbone/safetensors';
+import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 
 const FIX = path.join(__dirname, 'fixtures', 'tiny-bert');
 const CLI = path.join(__dirname, '..', 'dist', 'lib', 'cli.js');

@@ -8,7 +8,7 @@ import * as path from 'path';
 import {
   bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, MAX_HEADER_BYTES, openCheckpoint, SafetensorsError, SafetensorsFile,
   serializeSafetensors, ShardedSafetensors, TensorToWrite, writeSafetensors,
-} from '../lib/backbone/safetensors';
+} from '../lib/io/safetensors';
 import { referenceEnv, referenceSkipReason } from './reference/env';
 
 // Fresh data every run; the seed is in the suite name so that a failure can be replayed.

@@ -3,12 +3,13 @@
 // block (dense output + residual + LayerNorm, with a bottleneck adapter placed as the
 // config says), and a post-LN transformer layer. Backward closures capture what they
 // need; every tensor they make is registered with a Scope.
-import { adapterBackward, adapterForward, adapterForwardBatched, AdapterSaved, AdapterWeights, Activation, StackedAdapterWeights } from '../adapters/functional';
+import { adapterBackward, adapterForward, adapterForwardBatched, AdapterSaved, AdapterWeights, Activation, StackedAdapterWeights } from '../methods/bottleneck/functional';
 import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, dropout, dropoutBackward } from '../nn';
 import { activation, activationGrad, add, matmul } from '../ops';
 import { Tensor } from '../tensor';
-import type { BnConfig } from './adapterConfig';
-import { Scope } from './scope';
+import type { BnConfig } from '../methods/bottleneck/config';
+import type { Probe } from '../core/finite';
+import { Scope } from '../core/scope';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }
@@ -27,12 +28,8 @@ export function linearBackward(s: Scope, dy: Tensor, l: Linear): Tensor {
 
 export interface Dropout { p: number; seed: number }
 
-/**
- * Looks at an intermediate tensor as the forward makes it, by the name of the op that made it
- * (Hugging Face module names: 'attention.self.query', 'output.LayerNorm', ...). Used to find where
- * non-finite values first appear (lib/backbone/finite.ts); absent in normal runs.
- */
-export type Probe = (op: string, t: Tensor) => void;
+export type { Probe };
+
 
 function maybeDropout(s: Scope, x: Tensor, d: Dropout | null): Tensor {
   return d && d.p > 0 ? s.t(dropout(x, d.p, d.seed)) : x;

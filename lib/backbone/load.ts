@@ -9,7 +9,7 @@ import { FloatDType, Tensor, tensor } from '../tensor';
 import { LayerWeights, Linear, Norm } from './blocks';
 import { EncoderConfig, parseConfig, weightNames } from './config';
 import { Backbone, BackboneWeights } from './model';
-import { openCheckpoint } from './safetensors';
+import { openCheckpoint } from '../io/safetensors';
 import { HubOptions, resolveModelDir } from '../io/hub';
 
 /** The files a backbone needs from a hub repo (the tokenizer's come along when present). */

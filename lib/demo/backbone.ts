@@ -3,7 +3,7 @@
 // model.safetensors, tokenizer.json) so it loads through the same code as a real model.
 import * as fs from 'fs';
 import * as path from 'path';
-import { writeSafetensors, TensorToWrite } from '../backbone/safetensors';
+import { writeSafetensors, TensorToWrite } from '../io/safetensors';
 import { randn } from '../tensor';
 import { buildVocab, buildWordPieceTokenizerJson } from '../train/vocab';
 

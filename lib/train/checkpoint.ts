@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
-import { SafetensorsFile, writeSafetensors, TensorToWrite } from '../backbone/safetensors';
+import { SafetensorsFile, writeSafetensors, TensorToWrite } from '../io/safetensors';
 
 export interface TrainerPosition {
   step: number; // optimizer steps done

@@ -3,8 +3,8 @@
 // perplexity), a JSONL log, a progress bar, and checkpoints that resume exactly.
 import * as fs from 'fs';
 import { Presets, SingleBar } from 'cli-progress';
-import { configName } from '../backbone/adapterConfig';
-import { NonFiniteError } from '../backbone/finite';
+import { configName } from '../methods/bottleneck/config';
+import { NonFiniteError } from '../core/finite';
 import type { Decoder } from '../models/decoder/model';
 import { AdamW } from '../optim/adamw';
 import { clipGradNorm, globalGradNorm } from '../optim/clip';

@@ -8,7 +8,7 @@
 import * as path from 'path';
 import { Backbone, loadBackbone } from '../../lib';
 import type { FloatDType, ForwardOptions, ModelInputs } from '../../lib';
-import { SafetensorsFile } from '../../lib/backbone/safetensors';
+import { SafetensorsFile } from '../../lib/io/safetensors';
 import { describeGpu, relErr } from '../helpers';
 
 const dev = 'cuda:0';

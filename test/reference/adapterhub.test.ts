@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { AdamW, Backbone, loadBackbone } from '../../lib';
-import { SafetensorsFile } from '../../lib/backbone/safetensors';
+import { SafetensorsFile } from '../../lib/io/safetensors';
 import { describeReference, REFERENCE_SCRIPT, runPython } from './env';
 
 const seed = process.env.FA_REFERENCE_SEED ? Number(process.env.FA_REFERENCE_SEED) : (Date.now() % 1_000_000) + 1;

@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../../lib';
 import type { AdapterConfigInput } from '../../lib';
-import { SafetensorsFile } from '../../lib/backbone/safetensors';
+import { SafetensorsFile } from '../../lib/io/safetensors';
 import { describeReference, runPython } from './env';
 
 const seed = process.env.FA_REFERENCE_SEED ? Number(process.env.FA_REFERENCE_SEED) : (Date.now() % 1_000_000) + 1;

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder, renderChat } from '../../lib';
 import type { Decoder, Tokenizer } from '../../lib';
-import { SafetensorsFile } from '../../lib/backbone/safetensors';
+import { SafetensorsFile } from '../../lib/io/safetensors';
 import { encodeSft, padSftBatch } from '../../lib/train/sftData';
 import { dequantize } from '../../lib/io/gguf';
 import { describeReference, runPython } from './env';

@@ -1,14 +1,14 @@
 // The decoder's blocks as forward functions that return their backward (activation gradients
 // only: the backbone is frozen, so no weight gradient is ever computed for it). Every tensor they
 // make is registered with a Scope, freed when the pass is done.
-import { adapterBackward, adapterForward, AdapterWeights, Activation } from '../../adapters/functional';
+import { adapterBackward, adapterForward, AdapterWeights, Activation } from '../../methods/bottleneck/functional';
 import {
   attention as fusedAttention, attentionBackward as fusedAttentionBackward, gatedActivation, gatedActivationBackward, layerNorm, layerNormBackward, maskedSoftmax,
   maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12,
 } from '../../nn';
 import { activation, activationGrad, add, matmul } from '../../ops';
-import type { BnConfig } from '../../backbone/adapterConfig';
-import { Scope } from '../../backbone/scope';
+import type { BnConfig } from '../../methods/bottleneck/config';
+import { Scope } from '../../core/scope';
 import type { Tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
 

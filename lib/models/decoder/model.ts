@@ -9,21 +9,21 @@
 // Attention is causal with the padding mask, rotary embeddings (LLaMA family) at each token's
 // position, grouped-query heads (layers.ts). Positions default to the count of real tokens before
 // each one, so left padding is invisible. The backbone has no dropout here (eval behaviour).
-import { BottleneckAdapter } from '../../adapters/bottleneck';
-import type { AdapterWeights } from '../../adapters/functional';
-import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../backbone/adapterConfig';
+import { BottleneckAdapter } from '../../methods/bottleneck/layer';
+import type { AdapterWeights } from '../../methods/bottleneck/functional';
+import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../methods/bottleneck/config';
 import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
 import { add, cast, matmul, scale } from '../../ops';
-import { Scope } from '../../backbone/scope';
+import { Scope } from '../../core/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
 import type { GgufFile } from '../../io/gguf';
-import { allFinite, NonFiniteError, throwingProbe } from '../../backbone/finite';
-import type { Probe } from '../../backbone/blocks';
+import { allFinite, NonFiniteError, throwingProbe } from '../../core/finite';
+import type { Probe } from '../../core/finite';
 import { Tokenizer } from '../../train/tokenizer';
 import {
   loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
-} from '../../adapters/files';
+} from '../../adapterhub/files';
 import { attention, DecoderLayerWeights, DecoderSite, mlp, norm, NormWeights, residual } from './layers';
 
 export type { DecoderLayerWeights, NormWeights, Proj } from './layers';

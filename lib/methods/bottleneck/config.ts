@@ -1,6 +1,6 @@
 // AdapterHub bottleneck configs: the same names, fields and defaults, so configs and
 // adapter_config.json files move between this package and AdapterHub.
-import type { Activation } from '../adapters/functional';
+import type { Activation } from './functional';
 
 export type ConfigName = 'seq_bn' | 'double_seq_bn' | 'par_bn';
 const ALIASES: Record<string, ConfigName> = {

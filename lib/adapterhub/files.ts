@@ -21,10 +21,10 @@ import * as fs from 'fs';
 import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
-import { AdapterConfigInput, BnConfig, bottleneckSize, configName, resolveConfig } from '../backbone/adapterConfig';
+import { AdapterConfigInput, BnConfig, bottleneckSize, configName, resolveConfig } from '../methods/bottleneck/config';
 import type { Backbone } from '../backbone/model';
 import type { ClassificationHead } from '../backbone/heads';
-import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../backbone/safetensors';
+import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import type { Tensor } from '../tensor';
 
 /** AdapterHub's file names (adapters/utils.py). */

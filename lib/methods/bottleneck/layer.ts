@@ -1,8 +1,8 @@
 // BottleneckAdapter: the trainable layer around the fused op, with AdapterHub's
 // parameter names and initialisations.
-import { defaultDevice } from '../backend';
-import { add } from '../ops';
-import { FloatDType, rand, randn, Tensor, tensor, zeros, ones } from '../tensor';
+import { defaultDevice } from '../../backend';
+import { add } from '../../ops';
+import { FloatDType, rand, randn, Tensor, tensor, zeros, ones } from '../../tensor';
 import { Activation, adapterBackward, adapterForward, AdapterPath, AdapterSaved, AdapterWeights } from './functional';
 
 export type AdapterInit = 'mam' | 'bert' | 'houlsby';

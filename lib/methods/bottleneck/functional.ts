@@ -1,7 +1,7 @@
 // The fused bottleneck adapter as functions: forward returns what backward needs.
 //   out = residual + dropout(s ⊙ (act(x·downᵀ + b_down)·upᵀ + b_up)),  residual = x unless given
-import { native } from '../backend';
-import { handle, Tensor } from '../tensor';
+import { native } from '../../backend';
+import { handle, Tensor } from '../../tensor';
 
 export type Activation = 'relu' | 'gelu' | 'gelu_tanh' | 'silu' | 'identity';
 /** 'auto' picks the fused kernels where the shape fits (CUDA); the CPU has one path. */

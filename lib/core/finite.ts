@@ -4,7 +4,13 @@
 // intermediate in order to name the layer and op where the values first appear.
 import { sumOfSquares } from '../optim/clip';
 import type { Tensor } from '../tensor';
-import type { Probe } from './blocks';
+
+/**
+ * Looks at an intermediate tensor as a forward makes it, by the name of the op that made it
+ * (Hugging Face module names: 'attention.self.query', 'output.LayerNorm', ...): how the second pass
+ * finds where non-finite values first appear. Absent in normal runs.
+ */
+export type Probe = (op: string, t: Tensor) => void;
 
 /** Thrown by forward (and by train, for the loss or the gradients) when values are not finite. */
 export class NonFiniteError extends Error {

@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Backbone, loadBackbone, memoryStats, randn } from '../lib';
 import type { FloatDType, ModelInputs } from '../lib';
-import { parseConfig, weightNames } from '../lib/backbone/config';
+import { parseConfig, weightNames } from '../lib/models/bert/config';
 import { TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 import {
   BenchOptions,

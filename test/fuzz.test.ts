@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadAdapter, loadBackbone, saveAdapter } from '../lib';
-import { parseConfig } from '../lib/backbone/config';
+import { parseConfig } from '../lib/models/bert/config';
 import { resolveConfig } from '../lib/methods/bottleneck/config';
 import { SafetensorsFile } from '../lib/io/safetensors';
 import type { Backbone } from '../lib';

@@ -2,8 +2,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { loadBackbone } from '../lib/backbone/load';
-import type { Backbone } from '../lib/backbone/model';
+import { loadBackbone } from '../lib/models/bert/load';
+import type { Backbone } from '../lib/models/bert/model';
 import type { Example } from '../lib/train/data';
 import { LabelMap } from '../lib/train/data';
 import { accuracy, argmaxRows, macroF1 } from '../lib/train/metrics';

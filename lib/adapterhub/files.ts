@@ -22,8 +22,8 @@ import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { AdapterConfigInput, BnConfig, bottleneckSize, configName, resolveConfig } from '../methods/bottleneck/config';
-import type { Backbone } from '../backbone/model';
-import type { ClassificationHead } from '../backbone/heads';
+import type { Backbone } from '../models/bert/model';
+import type { ClassificationHead } from '../heads/classification';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../io/safetensors';
 import type { Tensor } from '../tensor';
 

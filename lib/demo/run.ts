@@ -5,12 +5,12 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { buildInfo, defaultDevice } from '../backend';
-import { loadBackbone } from '../backbone/load';
+import { loadBackbone } from '../models/bert/load';
 import { LabelMap } from '../train/data';
 import { softmaxRows } from '../train/metrics';
 import { Tokenizer } from '../train/tokenizer';
 import { evaluate, train } from '../train/trainer';
-import type { Backbone } from '../backbone/model';
+import type { Backbone } from '../models/bert/model';
 import { hubCacheDir, resolveModelDir } from '../io/hub';
 import { DEMO_QUERIES, DemoTask, demoParaphrases, demoTasks } from './data';
 import { writeDemoBackbone } from './backbone';
@@ -226,14 +226,14 @@ function weightBytes(dir: string): number {
   return fs.readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((n, f) => n + fs.statSync(path.join(dir, f)).size, 0);
 }
 
-function sumHeads(model: import('../backbone/model').Backbone, name: string): number {
+function sumHeads(model: import('../models/bert/model').Backbone, name: string): number {
   const h = model.head(name);
   let n = 0;
   if (h) for (const t of h.parameters().values()) n += t.size;
   return n;
 }
 
-function totalTrainable(model: import('../backbone/model').Backbone, name: string): number {
+function totalTrainable(model: import('../models/bert/model').Backbone, name: string): number {
   let n = 0;
   for (const t of model.adapterParameters(name).values()) n += t.size;
   return n + sumHeads(model, name);

@@ -3,7 +3,7 @@
 // checkpoints that resume exactly where training stopped.
 import * as fs from 'fs';
 import { SingleBar, Presets } from 'cli-progress';
-import type { Backbone } from '../backbone/model';
+import type { Backbone } from '../models/bert/model';
 import { AdamW } from '../optim/adamw';
 import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';

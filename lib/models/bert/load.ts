@@ -4,13 +4,13 @@
 import { createHash } from 'crypto';
 import * as fs from 'fs';
 import * as path from 'path';
-import { defaultDevice } from '../backend';
-import { FloatDType, Tensor, tensor } from '../tensor';
+import { defaultDevice } from '../../backend';
+import { FloatDType, Tensor, tensor } from '../../tensor';
 import { LayerWeights, Linear, Norm } from './blocks';
 import { EncoderConfig, parseConfig, weightNames } from './config';
 import { Backbone, BackboneWeights } from './model';
-import { openCheckpoint } from '../io/safetensors';
-import { HubOptions, resolveModelDir } from '../io/hub';
+import { openCheckpoint } from '../../io/safetensors';
+import { HubOptions, resolveModelDir } from '../../io/hub';
 
 /** The files a backbone needs from a hub repo (the tokenizer's come along when present). */
 export const BACKBONE_FILES = {

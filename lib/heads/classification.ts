@@ -3,7 +3,7 @@
 import { dropout as dropoutOp, dropoutBackward } from '../nn';
 import { activation, activationGrad, cast, colSum, matmul } from '../ops';
 import { randn, Tensor, zeros, FloatDType } from '../tensor';
-import { Linear, linear, linearBackward } from './blocks';
+import { Linear, linear, linearBackward } from '../models/bert/blocks';
 import { Scope } from '../core/scope';
 
 export interface HeadConfig {

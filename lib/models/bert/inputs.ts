@@ -1,6 +1,6 @@
 // Model inputs as users give them (number[][], flat arrays with a shape, or int32 tensors)
 // → flat host arrays, with position ids as each architecture numbers them.
-import { Tensor } from '../tensor';
+import { Tensor } from '../../tensor';
 import type { EncoderConfig } from './config';
 
 export type Rows = number[][] | ArrayLike<number>;

@@ -1,22 +1,22 @@
 // A frozen encoder (BERT, RoBERTa, DistilBERT) with AdapterHub-style adapters and heads:
 // forward, backward to the trainable tensors only, and the adapter management calls.
-import { BottleneckAdapter } from '../methods/bottleneck/layer';
-import type { AdapterWeights } from '../methods/bottleneck/functional';
-import { embedding, embeddingBackward, layerNorm, layerNormBackward, dropout as dropoutOp, dropoutBackward, softmaxCrossEntropy } from '../nn';
-import { activation, add, cast, stack } from '../ops';
-import { FloatDType, Tensor, tensor } from '../tensor';
-import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../methods/bottleneck/config';
+import { BottleneckAdapter } from '../../methods/bottleneck/layer';
+import type { AdapterWeights } from '../../methods/bottleneck/functional';
+import { embedding, embeddingBackward, layerNorm, layerNormBackward, dropout as dropoutOp, dropoutBackward, softmaxCrossEntropy } from '../../nn';
+import { activation, add, cast, stack } from '../../ops';
+import { FloatDType, Tensor, tensor } from '../../tensor';
+import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../methods/bottleneck/config';
 import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, LnAccumulate, Norm, SiteAdapter } from './blocks';
 import type { EncoderConfig, WeightNames } from './config';
-import { ClassificationHead, HeadConfig } from './heads';
+import { ClassificationHead, HeadConfig } from '../../heads/classification';
 import {
   loadAdapter as loadAdapterFiles, loadHead as loadHeadFiles, saveAdapter as saveAdapterFiles, saveHead as saveHeadFiles,
   LoadAdapterOptions, LoadedAdapter, LoadedHead, LoadHeadOptions, SaveAdapterOptions, SaveHeadOptions,
-} from '../adapterhub/files';
+} from '../../adapterhub/files';
 import { ModelInputs, prepareInputs } from './inputs';
-import { Scope } from '../core/scope';
-import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from '../core/finite';
-import type { Probe } from '../core/finite';
+import { Scope } from '../../core/scope';
+import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from '../../core/finite';
+import type { Probe } from '../../core/finite';
 
 export interface EmbeddingWeights { word: Tensor; position: Tensor; tokenType?: Tensor; ln: Norm }
 

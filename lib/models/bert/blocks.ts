@@ -3,13 +3,13 @@
 // block (dense output + residual + LayerNorm, with a bottleneck adapter placed as the
 // config says), and a post-LN transformer layer. Backward closures capture what they
 // need; every tensor they make is registered with a Scope.
-import { adapterBackward, adapterForward, adapterForwardBatched, AdapterSaved, AdapterWeights, Activation, StackedAdapterWeights } from '../methods/bottleneck/functional';
-import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, dropout, dropoutBackward } from '../nn';
-import { activation, activationGrad, add, matmul } from '../ops';
-import { Tensor } from '../tensor';
-import type { BnConfig } from '../methods/bottleneck/config';
-import type { Probe } from '../core/finite';
-import { Scope } from '../core/scope';
+import { adapterBackward, adapterForward, adapterForwardBatched, AdapterSaved, AdapterWeights, Activation, StackedAdapterWeights } from '../../methods/bottleneck/functional';
+import { layerNorm, layerNormBackward, maskedSoftmax, maskedSoftmaxBackward, transpose12, dropout, dropoutBackward } from '../../nn';
+import { activation, activationGrad, add, matmul } from '../../ops';
+import { Tensor } from '../../tensor';
+import type { BnConfig } from '../../methods/bottleneck/config';
+import type { Probe } from '../../core/finite';
+import { Scope } from '../../core/scope';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }

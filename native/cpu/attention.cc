@@ -7,22 +7,12 @@
 
 #include "basic.h"
 #include "parallel.h"
+#include "rows.h"
 
 namespace fa {
 namespace cpu {
 
 namespace {
-
-inline bool maskOn(DType mt, const void* m, size_t i) {
-  if (dtypeSize(mt) == 2) {
-    uint16_t b;
-    std::memcpy(&b, static_cast<const char*>(m) + 2 * i, 2);
-    return (b & 0x7fffu) != 0;
-  }
-  uint32_t b;
-  std::memcpy(&b, static_cast<const char*>(m) + 4 * i, 4);
-  return mt == DType::I32 ? b != 0 : (b & 0x7fffffffu) != 0;
-}
 
 std::vector<float> load(DType t, const void* p, size_t n) {
   std::vector<float> out(n);

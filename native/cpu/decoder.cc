@@ -7,21 +7,13 @@
 #include "../activation.h"
 #include "basic.h"
 #include "parallel.h"
+#include "rows.h"
 
 namespace fa {
 namespace cpu {
 
 namespace {
-constexpr size_t kGrain = 1 << 14;  // elements per parallel chunk, roughly
-
-size_t rowGrain(size_t cols) { return std::max<size_t>(1, kGrain / std::max<size_t>(cols, 1)); }
-
-inline void loadRow(DType t, const void* p, size_t i, float* dst, size_t m) {
-  loadToFloat(t, static_cast<const char*>(p) + i * dtypeSize(t), dst, m);
-}
-inline void storeRow(DType t, void* p, size_t i, const float* src, size_t m) {
-  storeFromFloat(t, src, static_cast<char*>(p) + i * dtypeSize(t), m);
-}
+constexpr size_t kGrain = kRowGrain;
 // v rounded to the storage dtype (identity for fp32).
 inline float roundTo(DType t, float v) {
   float out = v;
@@ -34,16 +26,16 @@ inline float roundTo(DType t, float v) {
 
 void rmsNorm(DType t, const void* x, const void* weight, void* out, float* rstd, size_t rows, size_t H, float eps) {
   std::vector<float> w(H);
-  loadRow(t, weight, 0, w.data(), H);
+  loadAt(t, weight, 0, w.data(), H);
   parallelFor(rows, rowGrain(H), [&](size_t r0, size_t r1) {
     std::vector<float> v(H);
     for (size_t r = r0; r < r1; r++) {
-      loadRow(t, x, r * H, v.data(), H);
+      loadAt(t, x, r * H, v.data(), H);
       float ss = 0.0f;  // fp32, as transformers accumulates
       for (size_t c = 0; c < H; c++) ss += v[c] * v[c];
       float rs = 1.0f / std::sqrt(ss / float(H) + eps);
       for (size_t c = 0; c < H; c++) v[c] = w[c] * roundTo(t, v[c] * rs);
-      storeRow(t, out, r * H, v.data(), H);
+      storeAt(t, out, r * H, v.data(), H);
       rstd[r] = rs;
     }
   });
@@ -52,18 +44,18 @@ void rmsNorm(DType t, const void* x, const void* weight, void* out, float* rstd,
 void rmsNormBackward(DType t, const void* dOut, const void* x, const void* weight, const float* rstd, void* dx,
                      float* dWeight, size_t rows, size_t H) {
   std::vector<float> w(H);
-  loadRow(t, weight, 0, w.data(), H);
+  loadAt(t, weight, 0, w.data(), H);
   parallelFor(rows, rowGrain(H), [&](size_t r0, size_t r1) {
     std::vector<float> d(H), v(H);
     for (size_t r = r0; r < r1; r++) {
-      loadRow(t, dOut, r * H, d.data(), H);
-      loadRow(t, x, r * H, v.data(), H);
+      loadAt(t, dOut, r * H, d.data(), H);
+      loadAt(t, x, r * H, v.data(), H);
       float rs = rstd[r];
       double sgx = 0;
       for (size_t c = 0; c < H; c++) sgx += double(d[c] * w[c]) * double(v[c] * rs);
       float m = float(sgx / double(H));
       for (size_t c = 0; c < H; c++) v[c] = rs * (d[c] * w[c] - v[c] * rs * m);
-      storeRow(t, dx, r * H, v.data(), H);
+      storeAt(t, dx, r * H, v.data(), H);
     }
   });
   // dWeight: columns in parallel, rows summed in order (deterministic).
@@ -71,8 +63,8 @@ void rmsNormBackward(DType t, const void* dOut, const void* x, const void* weigh
     std::vector<double> acc(c1 - c0, 0.0);
     std::vector<float> d(c1 - c0), v(c1 - c0);
     for (size_t r = 0; r < rows; r++) {
-      loadRow(t, dOut, r * H + c0, d.data(), c1 - c0);
-      loadRow(t, x, r * H + c0, v.data(), c1 - c0);
+      loadAt(t, dOut, r * H + c0, d.data(), c1 - c0);
+      loadAt(t, x, r * H + c0, v.data(), c1 - c0);
       for (size_t c = 0; c < c1 - c0; c++) acc[c] += double(d[c]) * double(roundTo(t, v[c] * rstd[r]));
     }
     for (size_t c = 0; c < c1 - c0; c++) dWeight[c0 + c] = float(acc[c]);
@@ -91,7 +83,7 @@ void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void
         c[i] = roundTo(t, std::cos(a));
         s[i] = roundTo(t, inverse ? -std::sin(a) : std::sin(a));
       }
-      loadRow(t, x, tok * heads * D, v.data(), heads * D);
+      loadAt(t, x, tok * heads * D, v.data(), heads * D);
       for (size_t h = 0; h < heads; h++) {
         float* e = v.data() + h * D;
         for (size_t i = 0; i < half; i++) {
@@ -100,7 +92,7 @@ void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void
           e[i + half] = b * c[i] + a * s[i];
         }
       }
-      storeRow(t, out, tok * heads * D, v.data(), heads * D);
+      storeAt(t, out, tok * heads * D, v.data(), heads * D);
     }
   });
 }
@@ -108,10 +100,10 @@ void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void
 void gatedActivation(DType t, const void* gate, const void* up, void* out, size_t n, int act) {
   parallelFor(n, kGrain, [&](size_t i0, size_t i1) {
     std::vector<float> g(i1 - i0), u(i1 - i0);
-    loadRow(t, gate, i0, g.data(), i1 - i0);
-    loadRow(t, up, i0, u.data(), i1 - i0);
+    loadAt(t, gate, i0, g.data(), i1 - i0);
+    loadAt(t, up, i0, u.data(), i1 - i0);
     for (size_t i = 0; i < g.size(); i++) g[i] = actForward(Act(act), g[i]) * u[i];
-    storeRow(t, out, i0, g.data(), i1 - i0);
+    storeAt(t, out, i0, g.data(), i1 - i0);
   });
 }
 
@@ -120,15 +112,15 @@ void gatedActivationBackward(DType t, const void* dOut, const void* gate, const 
   parallelFor(n, kGrain, [&](size_t i0, size_t i1) {
     size_t m = i1 - i0;
     std::vector<float> d(m), g(m), u(m), dg(m), du(m);
-    loadRow(t, dOut, i0, d.data(), m);
-    loadRow(t, gate, i0, g.data(), m);
-    loadRow(t, up, i0, u.data(), m);
+    loadAt(t, dOut, i0, d.data(), m);
+    loadAt(t, gate, i0, g.data(), m);
+    loadAt(t, up, i0, u.data(), m);
     for (size_t i = 0; i < m; i++) {
       dg[i] = d[i] * u[i] * actGrad(Act(act), g[i]);
       du[i] = d[i] * actForward(Act(act), g[i]);
     }
-    storeRow(t, dGate, i0, dg.data(), m);
-    storeRow(t, dUp, i0, du.data(), m);
+    storeAt(t, dGate, i0, dg.data(), m);
+    storeAt(t, dUp, i0, du.data(), m);
   });
 }
 

@@ -9,21 +9,13 @@
 #include "../adapter.h"  // kDropoutStream
 #include "../philox.h"
 #include "parallel.h"
+#include "rows.h"
 
 namespace fa {
 namespace cpu {
 
 namespace {
-constexpr size_t kGrain = 1 << 14;  // elements per parallel chunk, roughly
-
-size_t rowGrain(size_t cols) { return std::max<size_t>(1, kGrain / std::max<size_t>(cols, 1)); }
-
-inline void loadAt(DType t, const void* p, size_t i, float* dst, size_t m) {
-  loadToFloat(t, static_cast<const char*>(p) + i * dtypeSize(t), dst, m);
-}
-inline void storeAt(DType t, void* p, size_t i, const float* src, size_t m) {
-  storeFromFloat(t, src, static_cast<char*>(p) + i * dtypeSize(t), m);
-}
+constexpr size_t kGrain = kRowGrain;
 
 // Row r of x (+ residual) as fp32.
 inline void loadSum(DType t, const void* x, const void* residual, size_t r, size_t H, float* v, float* tmp) {
@@ -32,18 +24,6 @@ inline void loadSum(DType t, const void* x, const void* residual, size_t r, size
     loadAt(t, residual, r * H, tmp, H);
     for (size_t c = 0; c < H; c++) v[c] += tmp[c];
   }
-}
-
-// A key-mask element is "attend" when it is nonzero (either sign of zero counts as 0).
-inline bool maskOn(DType mt, const void* m, size_t i) {
-  if (dtypeSize(mt) == 2) {
-    uint16_t b;
-    std::memcpy(&b, static_cast<const char*>(m) + 2 * i, 2);
-    return (b & 0x7fffu) != 0;
-  }
-  uint32_t b;
-  std::memcpy(&b, static_cast<const char*>(m) + 4 * i, 4);
-  return mt == DType::I32 ? b != 0 : (b & 0x7fffffffu) != 0;
 }
 }  // namespace
 

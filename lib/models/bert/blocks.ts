@@ -10,6 +10,7 @@ import { Tensor } from '../../tensor';
 import type { BnConfig } from '../../methods/bottleneck/config';
 import type { Probe } from '../../core/finite';
 import { Scope } from '../../core/scope';
+import type { SiteRun } from '../../adapted/registry';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }
@@ -74,15 +75,8 @@ export function attention(
   return { ctx, back };
 }
 
-/** One adapter at one site, ready to run. */
-export interface SiteAdapter {
-  config: BnConfig;
-  weights: AdapterWeights;
-  activation: Activation;
-  scaling: number;
-  dropout: Dropout | null;
-  /** Receives the adapter's gradients (AdapterHub parameter suffixes). */
-  accumulate: (grads: { dDownWeight: Tensor; dDownBias: Tensor; dUpWeight: Tensor; dUpBias: Tensor; dScaling?: Tensor }) => void;
+/** One adapter at one site, ready to run (lib/adapted/registry.ts), or several served at once. */
+export interface SiteAdapter extends SiteRun {
   /** Serving several adapters at once: token row n uses adapter rows[n] of the stack (-1: none). Forward only. */
   batched?: { weights: StackedAdapterWeights; rows: Int32Array; scales: number[] };
 }
@@ -124,7 +118,7 @@ export function outputBlock(
     if (!saved) throw new Error('backward: not available after a forward with per-row adapters (serving only)');
     const g = adapterBackward(dOut, saved);
     for (const t of [g.dx, g.dDownWeight, g.dDownBias, g.dUpWeight, g.dUpBias, g.dScaling]) if (t) s.t(t);
-    ad!.accumulate(g); // copies what it keeps: the scope frees these
+    ad!.accumulate?.(g); // copies what it keeps: the scope frees these
     return g.dx;
   };
   const finalLn = (a: Tensor) => {

@@ -1,11 +1,10 @@
 // A frozen encoder (BERT, RoBERTa, DistilBERT) with AdapterHub-style adapters and heads:
 // forward, backward to the trainable tensors only, and the adapter management calls.
-import { BottleneckAdapter } from '../../methods/bottleneck/layer';
-import type { AdapterWeights } from '../../methods/bottleneck/functional';
 import { embedding, embeddingBackward, layerNorm, layerNormBackward, dropout as dropoutOp, dropoutBackward, softmaxCrossEntropy } from '../../nn';
 import { activation, add, cast, stack } from '../../ops';
 import { FloatDType, Tensor, tensor } from '../../tensor';
-import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../methods/bottleneck/config';
+import { activationOf, AdapterConfigInput, BnConfig } from '../../methods/bottleneck/config';
+import { AdapterEntry, AdapterRegistry, RESERVED_NAMES } from '../../adapted/registry';
 import { Dropout, encoderLayer, LayerRun, LayerWeights, Linear, linear, LnAccumulate, Norm, SiteAdapter } from './blocks';
 import type { EncoderConfig, WeightNames } from './config';
 import { ClassificationHead, HeadConfig } from '../../heads/classification';
@@ -50,12 +49,6 @@ export interface ForwardOptions {
   checkFinite?: boolean;
 }
 
-interface AdapterEntry {
-  name: string;
-  config: BnConfig;
-  sites: Map<string, { prefix: string; layer: BottleneckAdapter }>; // key `${layer}.mh|output`
-}
-
 export class ForwardResult {
   lastHiddenState: Tensor;
   poolerOutput?: Tensor;
@@ -85,24 +78,16 @@ export class ForwardResult {
   }
 }
 
-/** Names that would collide with object internals wherever names key a plain object or a map's JSON. */
-const RESERVED_NAMES = new Set(['__proto__', 'constructor', 'prototype', 'hasOwnProperty', 'toString', 'valueOf']);
-/** A bottleneck wider than this many times the hidden size is a mistake (AdapterHub's widest is 2×). */
-const MAX_BOTTLENECK_FACTOR = 16;
-
 export class Backbone {
   readonly config: EncoderConfig;
   readonly names: WeightNames;
   readonly device: string;
   readonly dtype: FloatDType;
   readonly weights: BackboneWeights;
-  private readonly adapters = new Map<string, AdapterEntry>();
+  private readonly adapters: AdapterRegistry;
   private readonly heads = new Map<string, ClassificationHead>();
-  private activeAdapter: string | null = null;
-  private trainedAdapter: string | null = null;
   private activeHead: string | null = null;
   private trainLayerNorms = false;
-  private readonly gradients = new Map<string, Tensor>();
   private step = 0;
   private seedBase: number;
   /** sha256 of the backbone's weights as stored (names and bytes): its identity in adapter files. */
@@ -125,6 +110,10 @@ export class Backbone {
     this.device = o.device;
     this.dtype = o.dtype;
     this.seedBase = o.seed ?? 20240;
+    this.adapters = new AdapterRegistry({
+      numLayers: config.numLayers, hiddenSize: config.hiddenSize, device: o.device, dtype: o.dtype,
+      adapterPrefix: (i, site, name) => names.adapterPrefix(i, site, name), seedOf: (n) => this.seedBase + 1000 * n,
+    });
   }
 
   /** Frozen backbone parameters (the embeddings, every layer, the pooler). */
@@ -134,53 +123,18 @@ export class Backbone {
     return n;
   }
 
-  // ---- adapters ----
+  // ---- adapters (lib/adapted/registry.ts) ----
 
   addAdapter(name: string, config: AdapterConfigInput = 'seq_bn', opts: { seed?: number } = {}): void {
-    if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name))
-      throw new Error(`addAdapter: name must be letters, digits, '_' or '-'; got '${String(name)}'`);
-    if (this.adapters.has(name)) throw new Error(`addAdapter: an adapter named '${name}' already exists`);
-    if (RESERVED_NAMES.has(name)) throw new Error(`addAdapter: '${name}' cannot name an adapter`);
-    const cfg = resolveConfig(config);
-    const L = this.config.numLayers;
-    const bad = cfg.leave_out.find((i) => !Number.isInteger(i) || i < 0 || i >= L);
-    if (bad !== undefined) throw new Error(`addAdapter: leave_out holds ${bad}; the backbone has layers 0..${L - 1}`);
-    for (let i = 0; i < L; i++) {
-      const r = bottleneckSize(cfg, this.config.hiddenSize, i);
-      if (r > MAX_BOTTLENECK_FACTOR * this.config.hiddenSize)
-        throw new Error(`addAdapter: reduction_factor ${JSON.stringify(cfg.reduction_factor)} gives a bottleneck of ${r} at layer ${i}, `
-          + `over ${MAX_BOTTLENECK_FACTOR}× the hidden size ${this.config.hiddenSize}`);
-    }
-    const act = activationOf(cfg.non_linearity);
-    const init = cfg.init_weights === 'mam_adapter' ? 'mam' : cfg.init_weights;
-    const sites = new Map<string, { prefix: string; layer: BottleneckAdapter }>();
-    let seed = opts.seed ?? this.seedBase + 1000 * (this.adapters.size + 1);
-    for (let i = 0; i < this.config.numLayers; i++) {
-      if (cfg.leave_out.includes(i)) continue;
-      for (const site of ['mh', 'output'] as const) {
-        if (site === 'mh' ? !cfg.mh_adapter : !cfg.output_adapter) continue;
-        const layer = new BottleneckAdapter({
-          hiddenSize: this.config.hiddenSize, bottleneckSize: bottleneckSize(cfg, this.config.hiddenSize, i),
-          activation: act, init, scaling: cfg.scaling, dropout: cfg.dropout, device: this.device, dtype: this.dtype, seed: seed++,
-        });
-        sites.set(`${i}.${site}`, { prefix: this.names.adapterPrefix(i, site, name), layer });
-      }
-    }
-    this.adapters.set(name, { name, config: cfg, sites });
+    this.adapters.add(name, config, opts);
   }
 
   adapterConfig(name: string): BnConfig {
-    return { ...this.entry(name, 'adapterConfig').config };
+    return { ...this.adapters.entry(name, 'adapterConfig').config };
   }
 
   adapterNames(): string[] {
-    return [...this.adapters.keys()];
-  }
-
-  private entry(name: string, op: string): AdapterEntry {
-    const e = this.adapters.get(name);
-    if (!e) throw new Error(`${op}: no adapter named '${name}' (have: ${[...this.adapters.keys()].join(', ') || 'none'})`);
-    return e;
+    return this.adapters.names();
   }
 
   /**
@@ -188,11 +142,8 @@ export class Backbone {
    * ones; with trainLayerNorms the backbone's LayerNorm weights and biases train too.
    */
   trainAdapter(name: string, opts: { trainLayerNorms?: boolean } = {}): void {
-    this.entry(name, 'trainAdapter');
-    this.trainedAdapter = name;
-    this.activeAdapter = name;
+    this.adapters.train(name);
     this.trainLayerNorms = !!opts.trainLayerNorms;
-    this.zeroGrad();
   }
 
   /** The backbone's LayerNorm weights and biases, by checkpoint name. */
@@ -206,41 +157,30 @@ export class Backbone {
   }
 
   setActiveAdapter(name: string | null): void {
-    if (name !== null) this.entry(name, 'setActiveAdapter');
-    this.activeAdapter = name;
+    this.adapters.setActive(name);
   }
 
   get active(): string | null {
-    return this.activeAdapter;
+    return this.adapters.active;
   }
 
   deleteAdapter(name: string): void {
-    const e = this.entry(name, 'deleteAdapter');
-    for (const s of e.sites.values()) s.layer.dispose();
     this.adapters.delete(name);
-    if (this.activeAdapter === name) this.activeAdapter = null;
-    if (this.trainedAdapter === name) {
-      this.trainedAdapter = null;
-      this.zeroGrad();
-    }
   }
 
   /** The adapter's tensors by AdapterHub name, e.g. bert.encoder.layer.3.output.adapters.<name>.adapter_down.0.weight. */
   adapterParameters(name: string): Map<string, Tensor> {
-    const e = this.entry(name, 'adapterParameters');
-    const m = new Map<string, Tensor>();
-    for (const s of e.sites.values()) for (const [k, t] of s.layer.parameters()) m.set(`${s.prefix}.${k}`, t);
-    return m;
+    return this.adapters.parameters(name);
   }
 
   summary(): string {
     const total = this.parameterCount();
     const lines = [`backbone: ${this.config.modelType}, ${this.config.numLayers} layers, hidden ${this.config.hiddenSize}, ${total.toLocaleString('en-US')} parameters (frozen)`];
-    for (const [name, e] of this.adapters) {
+    for (const [name, e] of this.adapters.all()) {
       let n = 0;
       for (const t of this.adapterParameters(name).values()) n += t.size;
       const kind = e.config.is_parallel ? 'par_bn' : e.config.mh_adapter ? 'double_seq_bn' : 'seq_bn';
-      const flags = [name === this.activeAdapter ? 'active' : '', name === this.trainedAdapter ? 'training' : ''].filter(Boolean).join(', ');
+      const flags = [name === this.adapters.active ? 'active' : '', name === this.adapters.trained ? 'training' : ''].filter(Boolean).join(', ');
       lines.push(`adapter ${name} (${kind}, ${e.sites.size} modules${flags ? `, ${flags}` : ''}): ${n.toLocaleString('en-US')} parameters, ${((100 * n) / total).toFixed(3)}% of the backbone`);
     }
     for (const [name, h] of this.heads) {
@@ -285,7 +225,7 @@ export class Backbone {
 
   /** Every trainable tensor: the trained adapter's and every head's, by AdapterHub name. */
   namedParameters(): Map<string, Tensor> {
-    const m = this.trainedAdapter ? this.adapterParameters(this.trainedAdapter) : new Map<string, Tensor>();
+    const m = this.adapters.trained ? this.adapterParameters(this.adapters.trained) : new Map<string, Tensor>();
     for (const h of this.heads.values()) for (const [k, t] of h.parameters()) m.set(k, t);
     if (this.trainLayerNorms) for (const [k, t] of this.layerNormParameters()) m.set(k, t);
     return m;
@@ -293,65 +233,24 @@ export class Backbone {
 
   /** Their gradients (fp32), same keys; a tensor without a gradient yet is absent. */
   grads(): Map<string, Tensor> {
-    return new Map(this.gradients);
+    return this.adapters.grads();
   }
 
   zeroGrad(): void {
-    for (const t of this.gradients.values()) t.dispose();
-    this.gradients.clear();
+    this.adapters.zeroGrad();
   }
 
   private accumulate(name: string, g: Tensor): void {
-    const prev = this.gradients.get(name);
-    const g32 = g.dtype === 'float32' ? g : cast(g, 'float32');
-    const next = prev ? add(prev, g32) : g32 === g ? g.to({}) : g32;
-    if (g32 !== g && prev) g32.dispose();
-    prev?.dispose();
-    this.gradients.set(name, next);
+    this.adapters.accumulate(name, g);
   }
 
   // ---- forward and backward ----
-
-  private siteAdapter(layer: number, site: 'mh' | 'output', training: boolean, seed: number): SiteAdapter | null {
-    if (!this.activeAdapter) return null;
-    const e = this.adapters.get(this.activeAdapter)!;
-    const s = e.sites.get(`${layer}.${site}`);
-    if (!s) return null;
-    const params = s.layer.parameters();
-    const weights: AdapterWeights = {
-      downWeight: params.get('adapter_down.0.weight')!, downBias: params.get('adapter_down.0.bias')!,
-      upWeight: params.get('adapter_up.weight')!, upBias: params.get('adapter_up.bias')!,
-      scaling: params.get('scaling'),
-    };
-    const trained = this.activeAdapter === this.trainedAdapter;
-    return {
-      config: e.config, weights, activation: s.layer.activation,
-      scaling: typeof e.config.scaling === 'number' ? e.config.scaling : 1,
-      dropout: training && e.config.dropout > 0 ? { p: e.config.dropout, seed } : null,
-      accumulate: (g) => {
-        if (!trained) return;
-        this.accumulate(`${s.prefix}.adapter_down.0.weight`, g.dDownWeight);
-        this.accumulate(`${s.prefix}.adapter_down.0.bias`, g.dDownBias);
-        this.accumulate(`${s.prefix}.adapter_up.weight`, g.dUpWeight);
-        this.accumulate(`${s.prefix}.adapter_up.bias`, g.dUpBias);
-        if (g.dScaling) this.accumulate(`${s.prefix}.scaling`, g.dScaling);
-      },
-    };
-  }
-
-  /** The lowest layer holding a site of the trained, active adapter (numLayers when none). */
-  private lowestTrainedLayer(): number {
-    if (!this.activeAdapter || this.activeAdapter !== this.trainedAdapter) return this.config.numLayers;
-    let lowest = this.config.numLayers;
-    for (const key of this.adapters.get(this.activeAdapter)!.sites.keys()) lowest = Math.min(lowest, Number(key.split('.')[0]));
-    return lowest;
-  }
 
   /** Per-row adapters: a SiteAdapter per (layer, site) running every listed adapter in one batched op. */
   private batchedSites(names: (string | null)[], T: number, s: Scope): (layer: number, site: 'mh' | 'output') => SiteAdapter | null {
     if (!Array.isArray(names)) throw new Error('forward: adapters must be an array with one adapter name (or null) per sequence');
     const distinct = [...new Set(names.filter((n): n is string => n !== null))];
-    const entries = distinct.map((n) => this.entry(n, 'forward'));
+    const entries = distinct.map((n) => this.adapters.entry(n, 'forward'));
     const shapeOf = (e: AdapterEntry) => JSON.stringify({
       parallel: e.config.is_parallel, lnBefore: e.config.original_ln_before, act: activationOf(e.config.non_linearity),
       sites: [...e.sites.entries()].map(([k, v]) => [k, v.layer.bottleneckSize]).sort(),
@@ -371,7 +270,7 @@ export class Backbone {
       return {
         config: entries[0].config,
         weights: { downWeight: first.get('adapter_down.0.weight')!, downBias: first.get('adapter_down.0.bias')!, upWeight: first.get('adapter_up.weight')!, upBias: first.get('adapter_up.bias')! },
-        activation: sites[0].layer.activation, scaling: 1, dropout: null, accumulate: () => undefined,
+        activation: sites[0].layer.activation, scaling: 1, dropout: null,
         batched: {
           weights: { downWeight: stacked('adapter_down.0.weight'), downBias: stacked('adapter_down.0.bias'), upWeight: stacked('adapter_up.weight'), upBias: stacked('adapter_up.bias') },
           rows, scales,
@@ -445,8 +344,8 @@ export class Backbone {
     const runOf = (i: number): LayerRun => ({
       numHeads: cfg.numHeads, eps: cfg.layerNormEps, act: cfg.hiddenAct, keyMask,
       dropout: { attnProbs: drop(cfg.attentionDropout, i + 1, 0), attnOut: drop(cfg.hiddenDropout, i + 1, 1), ffnOut: drop(cfg.hiddenDropout, i + 1, 2) },
-      mh: perRow ? perRow(i, 'mh') : this.siteAdapter(i, 'mh', training, seedOf(i + 1, 3)),
-      output: perRow ? perRow(i, 'output') : this.siteAdapter(i, 'output', training, seedOf(i + 1, 4)),
+      mh: perRow ? perRow(i, 'mh') : this.adapters.site(i, 'mh', training, seedOf(i + 1, 3)),
+      output: perRow ? perRow(i, 'output') : this.adapters.site(i, 'output', training, seedOf(i + 1, 4)),
       lnGrad: this.trainLayerNorms ? lnGrad : undefined,
       probe: probeOf?.(i),
     });
@@ -528,7 +427,7 @@ export class Backbone {
       }
       // Only trained tensors need gradients: stop at the lowest layer holding a site of the
       // trained adapter — or go all the way to the embeddings' LayerNorm when LayerNorms train.
-      const lowest = this.trainLayerNorms ? 0 : this.lowestTrainedLayer();
+      const lowest = this.trainLayerNorms ? 0 : this.adapters.lowestTrainedLayer();
       for (let i = cfg.numLayers - 1; i >= lowest; i--) {
         const dx = backs[i](d, i > lowest || this.trainLayerNorms);
         if (!dx) break;
@@ -585,7 +484,7 @@ export class Backbone {
 
   dispose(): void {
     this.zeroGrad();
-    for (const n of [...this.adapters.keys()]) this.deleteAdapter(n);
+    this.adapters.dispose();
     for (const n of [...this.heads.keys()]) this.deleteHead(n);
     for (const t of this.weights.all.values()) t.dispose();
   }

@@ -1,13 +1,13 @@
 // The decoder's blocks as forward functions that return their backward (activation gradients
 // only: the backbone is frozen, so no weight gradient is ever computed for it). Every tensor they
 // make is registered with a Scope, freed when the pass is done.
-import { adapterBackward, adapterForward, AdapterWeights, Activation } from '../../methods/bottleneck/functional';
+import { adapterBackward, adapterForward } from '../../methods/bottleneck/functional';
 import {
   attention as fusedAttention, attentionBackward as fusedAttentionBackward, gatedActivation, gatedActivationBackward, layerNorm, layerNormBackward, maskedSoftmax,
   maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12,
 } from '../../nn';
 import { activation, activationGrad, add, matmul } from '../../ops';
-import type { BnConfig } from '../../methods/bottleneck/config';
+import type { SiteRun } from '../../adapted/registry';
 import { Scope } from '../../core/scope';
 import type { Tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
@@ -166,17 +166,6 @@ export function mlp(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLayerWeig
   return { out, back: (d) => projBack(s, s.t(activationGrad(u, projBack(s, d, l.down), act)), l.up) };
 }
 
-/** One bottleneck adapter at one site of one layer, ready to run. */
-export interface DecoderSite {
-  config: BnConfig;
-  weights: AdapterWeights;
-  activation: Activation;
-  scaling: number;
-  dropout: { p: number; seed: number } | null;
-  /** Receives the adapter's gradients; absent when the adapter does not train. */
-  accumulate?: (g: { dDownWeight: Tensor; dDownBias: Tensor; dUpWeight: Tensor; dUpBias: Tensor; dScaling?: Tensor }) => void;
-}
-
 /**
  * The residual around a sub-layer (attention or MLP) with output h and input x, and AdapterHub's
  * bottleneck placement for decoders (its layer_norm argument is None there):
@@ -186,7 +175,7 @@ export interface DecoderSite {
  *   par_bn (is_parallel):    (h + x) + s·f(x)
  * back: dOut → { dh, dx }.
  */
-export function residual(s: Scope, h: Tensor, x: Tensor, ad: DecoderSite | null): { out: Tensor; back: (d: Tensor) => { dh: Tensor; dx: Tensor } } {
+export function residual(s: Scope, h: Tensor, x: Tensor, ad: SiteRun | null): { out: Tensor; back: (d: Tensor) => { dh: Tensor; dx: Tensor } } {
   const sum = s.t(add(h, x));
   if (!ad) return { out: sum, back: (d) => ({ dh: d, dx: d }) };
   const run = (input: Tensor, res?: Tensor) => {

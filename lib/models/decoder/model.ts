@@ -9,9 +9,8 @@
 // Attention is causal with the padding mask, rotary embeddings (LLaMA family) at each token's
 // position, grouped-query heads (layers.ts). Positions default to the count of real tokens before
 // each one, so left padding is invisible. The backbone has no dropout here (eval behaviour).
-import { BottleneckAdapter } from '../../methods/bottleneck/layer';
-import type { AdapterWeights } from '../../methods/bottleneck/functional';
-import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../../methods/bottleneck/config';
+import type { AdapterConfigInput, BnConfig } from '../../methods/bottleneck/config';
+import { AdapterRegistry } from '../../adapted/registry';
 import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
 import { add, cast, matmul, scale } from '../../ops';
 import { Scope } from '../../core/scope';
@@ -24,7 +23,7 @@ import { Tokenizer } from '../../train/tokenizer';
 import {
   loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
 } from '../../adapterhub/files';
-import { attention, DecoderLayerWeights, DecoderSite, mlp, norm, NormWeights, residual } from './layers';
+import { attention, DecoderLayerWeights, mlp, norm, NormWeights, residual } from './layers';
 
 export type { DecoderLayerWeights, NormWeights, Proj } from './layers';
 
@@ -110,15 +109,6 @@ export class DecoderOutput {
   }
 }
 
-interface AdapterEntry {
-  name: string;
-  config: BnConfig;
-  sites: Map<string, { prefix: string; layer: BottleneckAdapter }>; // key `${layer}.mh|output`
-}
-
-const NAME = /^[A-Za-z0-9_-]+$/;
-const RESERVED = new Set(['__proto__', 'constructor', 'prototype']);
-
 function rows(a: number[][] | undefined, what: string, B?: number, T?: number): { data: number[]; B: number; T: number } {
   if (!Array.isArray(a) || !a.length || !a.every((r) => Array.isArray(r)))
     throw new Error(`forward: ${what} must be a non-empty array of rows (number[][])`);
@@ -141,10 +131,7 @@ export class Decoder {
   /** The GGUF file it was loaded from (its tokenizer and chat template live there). */
   readonly gguf?: GgufFile;
   private readonly invFreq: Tensor | null;
-  private readonly adapters = new Map<string, AdapterEntry>();
-  private activeAdapter: string | null = null;
-  private trainedAdapter: string | null = null;
-  private readonly gradients = new Map<string, Tensor>();
+  private readonly adapters: AdapterRegistry;
   private step = 0;
   /**
    * How attention runs: 'fused' (one op, no [T, T] matrix: the CUDA kernels need a head size <= 128),
@@ -163,6 +150,14 @@ export class Decoder {
     this.modelName = o.modelName ?? config.modelType;
     this.dir = o.dir;
     this.invFreq = config.rope ? tensor(config.rope.invFreq, [config.rope.invFreq.length], { device: o.device }) : null;
+    this.adapters = new AdapterRegistry({
+      numLayers: config.numLayers, hiddenSize: config.hiddenSize, device: o.device, dtype: o.dtype,
+      adapterPrefix: (i, site, name) => this.names.adapterPrefix(i, site, name), seedOf: (n) => 4242 + 1000 * n,
+      checkConfig: (cfg) => {
+        for (const field of ['ln_before', 'ln_after', 'use_gating', 'adapter_residual_before_ln'] as const)
+          if (cfg[field]) throw new Error(`addAdapter: ${field}: true is not supported on decoders`);
+      },
+    });
   }
 
   /** The tokenizer of a model loaded from a GGUF file (from its metadata), else undefined: use Tokenizer.fromDir(model.dir). */
@@ -200,146 +195,56 @@ export class Decoder {
     return loadAdapterFiles(this, dir, opts);
   }
 
-  // ---- adapters ----
+  // ---- adapters (lib/adapted/registry.ts) ----
 
   /** Adds a bottleneck adapter (AdapterHub's seq_bn, double_seq_bn, par_bn and their options) at AdapterHub's sites. */
   addAdapter(name: string, config: AdapterConfigInput = 'seq_bn', opts: { seed?: number } = {}): void {
-    if (typeof name !== 'string' || !NAME.test(name) || RESERVED.has(name))
-      throw new Error(`addAdapter: name must be letters, digits, '_' or '-' (and not a reserved word); got '${String(name)}'`);
-    if (this.adapters.has(name)) throw new Error(`addAdapter: an adapter named '${name}' already exists`);
-    const cfg = resolveConfig(config);
-    const L = this.config.numLayers;
-    const bad = cfg.leave_out.find((i) => !Number.isInteger(i) || i < 0 || i >= L);
-    if (bad !== undefined) throw new Error(`addAdapter: leave_out holds ${bad}; the model has layers 0..${L - 1}`);
-    for (const [field, allowed] of [['ln_before', false], ['ln_after', false], ['use_gating', false], ['adapter_residual_before_ln', false]] as const)
-      if (cfg[field] !== allowed) throw new Error(`addAdapter: ${field}: ${String(cfg[field])} is not supported on decoders`);
-    const H = this.config.hiddenSize;
-    for (let i = 0; i < L; i++)
-      if (bottleneckSize(cfg, H, i) > 16 * H) throw new Error(`addAdapter: reduction_factor ${JSON.stringify(cfg.reduction_factor)} gives a bottleneck over 16× the hidden size at layer ${i}`);
-    const act = activationOf(cfg.non_linearity);
-    const init = cfg.init_weights === 'mam_adapter' ? 'mam' : cfg.init_weights;
-    const sites = new Map<string, { prefix: string; layer: BottleneckAdapter }>();
-    let seed = opts.seed ?? 4242 + 1000 * (this.adapters.size + 1);
-    for (let i = 0; i < L; i++) {
-      if (cfg.leave_out.includes(i)) continue;
-      for (const site of ['mh', 'output'] as const) {
-        if (site === 'mh' ? !cfg.mh_adapter : !cfg.output_adapter) continue;
-        const layer = new BottleneckAdapter({
-          hiddenSize: H, bottleneckSize: bottleneckSize(cfg, H, i), activation: act, init, scaling: cfg.scaling,
-          dropout: cfg.dropout, device: this.device, dtype: this.dtype, seed: seed++,
-        });
-        sites.set(`${i}.${site}`, { prefix: this.names.adapterPrefix(i, site, name), layer });
-      }
-    }
-    this.adapters.set(name, { name, config: cfg, sites });
+    this.adapters.add(name, config, opts);
   }
 
   adapterNames(): string[] {
-    return [...this.adapters.keys()];
+    return this.adapters.names();
   }
 
   adapterConfig(name: string): BnConfig {
-    return { ...this.entry(name, 'adapterConfig').config };
-  }
-
-  private entry(name: string, op: string): AdapterEntry {
-    const e = this.adapters.get(name);
-    if (!e) throw new Error(`${op}: no adapter named '${name}' (have: ${[...this.adapters.keys()].join(', ') || 'none'})`);
-    return e;
+    return { ...this.adapters.entry(name, 'adapterConfig').config };
   }
 
   /** The adapter's tensors by AdapterHub's names ('model.layers.0.output_adapters.adapters.x.adapter_up.weight'). */
   adapterParameters(name: string): Map<string, Tensor> {
-    const out = new Map<string, Tensor>();
-    for (const { prefix, layer } of this.entry(name, 'adapterParameters').sites.values())
-      for (const [k, t] of layer.parameters()) out.set(`${prefix}.${k}`, t);
-    return out;
+    return this.adapters.parameters(name);
   }
 
   /** Trains `name`: it becomes active and its tensors are the trainable ones. */
   trainAdapter(name: string): void {
-    this.entry(name, 'trainAdapter');
-    this.trainedAdapter = name;
-    this.activeAdapter = name;
-    this.zeroGrad();
+    this.adapters.train(name);
   }
 
   /** The adapter the forward runs (null: none, the plain model). */
   setActiveAdapter(name: string | null): void {
-    if (name !== null) this.entry(name, 'setActiveAdapter');
-    this.activeAdapter = name;
+    this.adapters.setActive(name);
   }
 
   get active(): string | null {
-    return this.activeAdapter;
+    return this.adapters.active;
   }
 
   deleteAdapter(name: string): void {
-    const e = this.entry(name, 'deleteAdapter');
-    for (const { layer } of e.sites.values()) layer.dispose();
     this.adapters.delete(name);
-    if (this.activeAdapter === name) this.activeAdapter = null;
-    if (this.trainedAdapter === name) {
-      this.trainedAdapter = null;
-      this.zeroGrad();
-    }
   }
 
   /** The trainable tensors (the trained adapter's), by name. */
   namedParameters(): Map<string, Tensor> {
-    return this.trainedAdapter ? this.adapterParameters(this.trainedAdapter) : new Map();
+    return this.adapters.trained ? this.adapters.parameters(this.adapters.trained) : new Map();
   }
 
   /** Accumulated gradients (fp32) of the trainable tensors, by name. */
   grads(): Map<string, Tensor> {
-    return new Map(this.gradients);
+    return this.adapters.grads();
   }
 
   zeroGrad(): void {
-    for (const t of this.gradients.values()) t.dispose();
-    this.gradients.clear();
-  }
-
-  private accumulate(name: string, g: Tensor): void {
-    const g32 = g.dtype === 'float32' ? g : cast(g, 'float32');
-    const prev = this.gradients.get(name);
-    const next = prev ? add(prev, g32) : g32.to({}); // a copy: the pass frees g
-    if (g32 !== g && prev) g32.dispose();
-    prev?.dispose();
-    this.gradients.set(name, next);
-  }
-
-  private site(layer: number, where: 'mh' | 'output', training: boolean, seed: number): DecoderSite | null {
-    if (!this.activeAdapter) return null;
-    const e = this.adapters.get(this.activeAdapter)!;
-    const s = e.sites.get(`${layer}.${where}`);
-    if (!s) return null;
-    const p = s.layer.parameters();
-    const weights: AdapterWeights = {
-      downWeight: p.get('adapter_down.0.weight')!, downBias: p.get('adapter_down.0.bias')!,
-      upWeight: p.get('adapter_up.weight')!, upBias: p.get('adapter_up.bias')!, scaling: p.get('scaling'),
-    };
-    const trained = this.activeAdapter === this.trainedAdapter;
-    return {
-      config: e.config, weights, activation: s.layer.activation,
-      scaling: typeof e.config.scaling === 'number' ? e.config.scaling : 1,
-      dropout: training && e.config.dropout > 0 ? { p: e.config.dropout, seed } : null,
-      accumulate: trained ? (g) => {
-        this.accumulate(`${s.prefix}.adapter_down.0.weight`, g.dDownWeight);
-        this.accumulate(`${s.prefix}.adapter_down.0.bias`, g.dDownBias);
-        this.accumulate(`${s.prefix}.adapter_up.weight`, g.dUpWeight);
-        this.accumulate(`${s.prefix}.adapter_up.bias`, g.dUpBias);
-        if (g.dScaling) this.accumulate(`${s.prefix}.scaling`, g.dScaling);
-      } : undefined,
-    };
-  }
-
-  /** The lowest layer holding a site of the trained, active adapter (numLayers when none). */
-  private lowestTrainedLayer(): number {
-    if (!this.trainedAdapter || this.activeAdapter !== this.trainedAdapter) return this.config.numLayers;
-    let low = this.config.numLayers;
-    for (const key of this.adapters.get(this.trainedAdapter)!.sites.keys()) low = Math.min(low, Number(key.split('.')[0]));
-    return low;
+    this.adapters.zeroGrad();
   }
 
   // ---- forward and backward ----
@@ -424,14 +329,14 @@ export class Decoder {
       see(i, gpt2 ? 'ln_1' : 'input_layernorm', n1.out);
       const att = attention(ls, cfg, n1.out, l, run);
       see(i, gpt2 ? 'attn' : 'self_attn', att.out);
-      const mhSite = this.site(i, 'mh', training, seedBase * 64 + 2 * i);
+      const mhSite = this.adapters.site(i, 'mh', training, seedBase * 64 + 2 * i);
       const A = residual(ls, att.out, input, mhSite);
       see(i, mhSite ? 'attention_adapters (residual + adapter)' : 'attention residual', A.out);
       const n2 = norm(ls, cfg, A.out, l.norm2);
       see(i, gpt2 ? 'ln_2' : 'post_attention_layernorm', n2.out);
       const m = mlp(ls, cfg, n2.out, l);
       see(i, 'mlp', m.out);
-      const outSite = this.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
+      const outSite = this.adapters.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
       const O = residual(ls, m.out, A.out, outSite);
       see(i, outSite ? 'output_adapters (residual + adapter)' : 'mlp residual', O.out);
       const hasMh = mhSite !== null;
@@ -536,7 +441,7 @@ export class Decoder {
       dHidden = a.dtype === this.dtype ? a : s.t(cast(a, this.dtype));
     }
     out._backward = () => {
-      const lowest = this.lowestTrainedLayer();
+      const lowest = this.adapters.lowestTrainedLayer();
       if (lowest >= cfg.numLayers) throw new Error('backward: no adapter is being trained (trainAdapter(name) first, and keep it active)');
       let d = fin.back(s.t(dHidden.reshape([B, T, cfg.hiddenSize])));
       for (let i = cfg.numLayers - 1; i >= lowest; i--) {
@@ -561,8 +466,7 @@ export class Decoder {
   }
 
   dispose(): void {
-    for (const name of [...this.adapters.keys()]) this.deleteAdapter(name);
-    this.zeroGrad();
+    this.adapters.dispose();
     for (const t of new Set(this.weights.all.values())) t.dispose();
     this.invFreq?.dispose();
   }

@@ -7,6 +7,7 @@ import { newSaveId, recoverDir, replaceDirAtomic } from '../atomicDir';
 import { writeTextAtomic } from '../atomicWrite';
 import * as path from 'path';
 import { SafetensorsFile, writeSafetensors, TensorToWrite } from '../io/safetensors';
+import type { AdamW } from '../optim/adamw';
 
 export interface TrainerPosition {
   step: number; // optimizer steps done
@@ -97,4 +98,26 @@ export function loadCheckpoint(dir: string): CheckpointData {
 
 export function hasCheckpoint(dir: string): boolean {
   return fs.existsSync(path.join(recoverDir(dir), STATE_FILE));
+}
+
+/** The optimizer's part of a checkpoint: hyper-parameters and step counts, and its moment (and master) tensors. */
+export function optimizerCheckpoint(opt: AdamW): Pick<CheckpointState, 'optimizer' | 'entries'> & Pick<CheckpointData, 'expAvg' | 'expAvgSq' | 'master'> {
+  const st = opt.state();
+  const expAvg = new Map<string, Float32Array>(), expAvgSq = new Map<string, Float32Array>(), master = new Map<string, Float32Array>();
+  const entries: Record<string, { step: number; hasMaster: boolean }> = {};
+  for (const [k, e] of Object.entries(st.entries)) {
+    expAvg.set(k, e.expAvg);
+    expAvgSq.set(k, e.expAvgSq);
+    if (e.master) master.set(k, e.master);
+    entries[k] = { step: e.step, hasMaster: !!e.master };
+  }
+  return { optimizer: { step: st.step, lr: st.lr, betas: st.betas, eps: st.eps, weightDecay: st.weightDecay }, entries, expAvg, expAvgSq, master };
+}
+
+/** Puts a checkpoint's optimizer state back into `opt`. */
+export function restoreOptimizer(opt: AdamW, ck: CheckpointData): void {
+  const entries: Record<string, { expAvg: Float32Array; expAvgSq: Float32Array; master?: Float32Array; step: number }> = {};
+  for (const [k, e] of Object.entries(ck.state.entries))
+    entries[k] = { expAvg: ck.expAvg.get(k)!, expAvgSq: ck.expAvgSq.get(k)!, master: e.hasMaster ? ck.master.get(k) : undefined, step: e.step };
+  opt.loadState({ ...ck.state.optimizer, entries });
 }

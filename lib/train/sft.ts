@@ -10,7 +10,7 @@ import { AdamW } from '../optim/adamw';
 import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';
 import { checkOutputPaths } from '../outputPaths';
-import { hasCheckpoint, loadCheckpoint, ownsCheckpointEntry, saveCheckpoint } from './checkpoint';
+import { hasCheckpoint, loadCheckpoint, optimizerCheckpoint, ownsCheckpointEntry, restoreOptimizer, saveCheckpoint } from './checkpoint';
 import { encodeSft, packSft, padPackedBatch, padSftBatch, readSftExamples, SftEncoded, SftExample, SftPacked } from './sftData';
 import { Tokenizer } from './tokenizer';
 
@@ -172,29 +172,15 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
       if (!v) throw new Error(`sft: the checkpoint lacks '${k}' (another adapter or model?)`);
       t.copyFrom(v);
     }
-    const entries: Record<string, { expAvg: Float32Array; expAvgSq: Float32Array; master?: Float32Array; step: number }> = {};
-    for (const [k, e] of Object.entries(ck.state.entries))
-      entries[k] = { expAvg: ck.expAvg.get(k)!, expAvgSq: ck.expAvgSq.get(k)!, master: e.hasMaster ? ck.master.get(k) : undefined, step: e.step };
-    opt.loadState({ ...ck.state.optimizer, entries });
+    restoreOptimizer(opt, ck);
     pos = { ...ck.state.position };
     emit({ event: 'resume', step: pos.step, epoch: pos.epoch, index: pos.index });
   }
   const save = () => {
     if (!opts.checkpointDir) return;
-    const st = opt.state();
-    const expAvg = new Map<string, Float32Array>(), expAvgSq = new Map<string, Float32Array>(), master = new Map<string, Float32Array>();
-    const entries: Record<string, { step: number; hasMaster: boolean }> = {};
-    for (const [k, e] of Object.entries(st.entries)) {
-      expAvg.set(k, e.expAvg);
-      expAvgSq.set(k, e.expAvgSq);
-      if (e.master) master.set(k, e.master);
-      entries[k] = { step: e.step, hasMaster: !!e.master };
-    }
+    const { optimizer, entries, expAvg, expAvgSq, master } = optimizerCheckpoint(opt);
     saveCheckpoint(opts.checkpointDir, {
-      state: {
-        version: 1, position: pos, seed, optimizer: { step: st.step, lr: st.lr, betas: st.betas, eps: st.eps, weightDecay: st.weightDecay },
-        entries, best: null, evalsWithoutImprovement: 0, labels: [], tensorsFile: '',
-      },
+      state: { version: 1, position: pos, seed, optimizer, entries, best: null, evalsWithoutImprovement: 0, labels: [], tensorsFile: '' },
       params: new Map([...params].map(([k, t]) => [k, t.toArray()])), expAvg, expAvgSq, master, best: new Map(),
     }, new Map([...params].map(([k, t]) => [k, [...t.shape]])));
   };

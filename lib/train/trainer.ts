@@ -9,7 +9,7 @@ import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';
 import { scale } from '../ops';
 import type { Tensor } from '../tensor';
-import { hasCheckpoint, loadCheckpoint, ownsCheckpointEntry, saveCheckpoint } from './checkpoint';
+import { hasCheckpoint, loadCheckpoint, optimizerCheckpoint, ownsCheckpointEntry, restoreOptimizer, saveCheckpoint } from './checkpoint';
 import { checkOutputPaths } from '../outputPaths';
 import { configName } from '../methods/bottleneck/config';
 import { firstNonFinite, NonFiniteError, nonFiniteError } from '../core/finite';
@@ -165,10 +165,7 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
     const ck = loadCheckpoint(o.checkpointDir);
     if (ck.state.seed !== seed) throw new Error(`train: the checkpoint was made with seed ${ck.state.seed}, this run has ${seed}`);
     restore(params, ck.params, 'the checkpoint');
-    const entries: Record<string, { expAvg: Float32Array; expAvgSq: Float32Array; master?: Float32Array; step: number }> = {};
-    for (const [k, e] of Object.entries(ck.state.entries))
-      entries[k] = { expAvg: ck.expAvg.get(k)!, expAvgSq: ck.expAvgSq.get(k)!, master: e.hasMaster ? ck.master.get(k) : undefined, step: e.step };
-    opt.loadState({ ...ck.state.optimizer, entries });
+    restoreOptimizer(opt, ck);
     pos = { ...ck.state.position };
     best = ck.state.best ? { score: ck.state.best.score, step: ck.state.best.step } : null;
     bestMetrics = ck.state.best?.metrics ?? null;
@@ -179,21 +176,12 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
 
   const save = () => {
     if (!o.checkpointDir) return;
-    const st = opt.state();
     const shapes = new Map([...params].map(([k, t]) => [k, [...t.shape]]));
-    const expAvg = new Map<string, Float32Array>(), expAvgSq = new Map<string, Float32Array>(), master = new Map<string, Float32Array>();
-    const entries: Record<string, { step: number; hasMaster: boolean }> = {};
-    for (const [k, e] of Object.entries(st.entries)) {
-      expAvg.set(k, e.expAvg);
-      expAvgSq.set(k, e.expAvgSq);
-      if (e.master) master.set(k, e.master);
-      entries[k] = { step: e.step, hasMaster: !!e.master };
-    }
+    const { optimizer, entries, expAvg, expAvgSq, master } = optimizerCheckpoint(opt);
     saveCheckpoint(o.checkpointDir, {
       state: {
-        version: 1, position: pos, seed, optimizer: { step: st.step, lr: st.lr, betas: st.betas, eps: st.eps, weightDecay: st.weightDecay },
-        entries, best: best ? { ...best, metrics: bestMetrics ?? undefined } : null, evalsWithoutImprovement,
-        labels: labels.labels, tensorsFile: '',
+        version: 1, position: pos, seed, optimizer, entries, best: best ? { ...best, metrics: bestMetrics ?? undefined } : null,
+        evalsWithoutImprovement, labels: labels.labels, tensorsFile: '',
       },
       params: snapshot(params), expAvg, expAvgSq, master, best: bestParams,
     }, shapes);

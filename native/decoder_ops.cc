@@ -262,9 +262,9 @@ void registerDecoderOps(Napi::Env env, Napi::Object exports) {
   exports.Set("rmsNorm", Napi::Function::New(env, RmsNorm, "rmsNorm"));
   exports.Set("rmsNormBackward", Napi::Function::New(env, RmsNormBackward, "rmsNormBackward"));
   exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
-  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
   exports.Set("gatedActivation", Napi::Function::New(env, GatedActivation, "gatedActivation"));
   exports.Set("gatedActivationBackward", Napi::Function::New(env, GatedActivationBackward, "gatedActivationBackward"));
+  exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
 }
 

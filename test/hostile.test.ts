@@ -5,7 +5,7 @@ import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { fill, full, loadBackbone, memoryStats, saveAdapter, loadAdapter, tensor, zeros } from '../lib';
+import { fill, full, loadBackbone, memoryStats, saveAdapter, loadAdapter, setMemoryBudget, tensor, zeros } from '../lib';
 import { SafetensorsFile, TensorToWrite, writeSafetensors } from '../lib/io/safetensors';
 
 const FIX = path.join(__dirname, 'fixtures', 'tiny-bert');
@@ -51,7 +51,8 @@ describe('config values that size allocations', () => {
   test.each([5_000_000, 1e9, 1e6])('num_hidden_layers %d fails at once, naming the field, before any allocation', async (layers) => {
     const dir = variant((c) => { c.num_hidden_layers = layers; });
     const before = memoryStats('cpu').liveTensors;
-    const r = await timed(loadBackbone(dir, { device: 'cpu' }));
+    setMemoryBudget({ host: memoryStats('cpu').allocatedBytes + 16 * 2 ** 20 }); // memory is the point: 16 MiB to spare
+    const r = await timed(loadBackbone(dir, { device: 'cpu' })).finally(() => setMemoryBudget({ host: null }));
     expect(r.err?.message).toMatch(/num_hidden_layers must be an integer in \[1, 1000\]/);
     expect(r.ms).toBeLessThan(2000);
     expect(memoryStats('cpu').liveTensors).toBeLessThanOrEqual(before); // earlier tests' dropped tensors may be collected meanwhile
@@ -153,9 +154,16 @@ describe('adapters', () => {
     const m = await loadBackbone(FIX, { device: 'cpu' });
     const before = memoryStats('cpu');
     const t0 = Date.now();
-    expect(() => loadAdapter(m, dir)).toThrow(/has shape \[4, 64\], but its config \(reduction_factor 2e-7, hidden 64\) implies \[320000000, 64\]/);
+    // under a memory budget of what is live plus 16 MiB: a [4e7, 8]-sized allocation would fail loudly here
+    setMemoryBudget({ host: before.allocatedBytes + 16 * 2 ** 20 });
+    try {
+      expect(() => loadAdapter(m, dir)).toThrow(/has shape \[4, 64\], but its config \(reduction_factor 2e-7, hidden 64\) implies \[320000000, 64\]/);
+    } finally {
+      setMemoryBudget({ host: null });
+    }
     expect(Date.now() - t0).toBeLessThan(2000);
-    expect(memoryStats('cpu').allocatedBytes).toBe(before.allocatedBytes);
+    // nothing new stays allocated (dropped tensors of earlier tests may be collected meanwhile)
+    expect(memoryStats('cpu').allocatedBytes).toBeLessThanOrEqual(before.allocatedBytes);
     expect(m.adapterNames()).toEqual([]);
     // and addAdapter with such a factor is refused by name too
     expect(() => m.addAdapter('x', { config: 'seq_bn', reductionFactor: 2e-7 })).toThrow(/gives a bottleneck of 320000000 at layer 0, over 16× the hidden size 64/);

@@ -41,7 +41,7 @@ struct Dev {
     if (j >= s.Tk) return false;
     if (s.causal && j > i + (s.Tk - s.Tq)) return false;
     if (s.segments && s.segments[b * s.Tk + i] != s.segments[b * s.Tk + j]) return false;
-    return !mask || maskOnDev(mask, maskSize, maskInt, b * s.Tk + j);
+    return !mask || maskOnDev(mask, maskSize, maskInt, b * s.stride() + j);
   }
 };
 
@@ -74,8 +74,8 @@ __global__ void attentionForwardKernel(const T* q, const T* k, const T* v, T* ou
     __syncthreads();  // the previous tile is done with (and Qs is written, the first time)
     for (size_t e = threadIdx.x; e < kTile * D; e += blockDim.x) {
       size_t r = e / D, d = e % D, j = j0 + r;
-      Ks[r * P + d] = j < s.Tk ? toF(k[(kvh * s.Tk + j) * D + d]) : 0.0f;
-      Vs[r * P + d] = j < s.Tk ? toF(v[(kvh * s.Tk + j) * D + d]) : 0.0f;
+      Ks[r * P + d] = j < s.Tk ? toF(k[(kvh * s.stride() + j) * D + d]) : 0.0f;
+      Vs[r * P + d] = j < s.Tk ? toF(v[(kvh * s.stride() + j) * D + d]) : 0.0f;
     }
     __syncthreads();
     for (int r = 0; r < kRows / kWarps; r++) {

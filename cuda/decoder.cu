@@ -127,6 +127,15 @@ __global__ void gatedBackwardKernel(const T* dOut, const T* gate, const T* up, T
 
 }  // namespace
 
+void cacheWrite(int dev, void* dst, const void* src, size_t outer, size_t rows, size_t n, size_t rowBytes, size_t offset) {
+  if (!outer || !n || !rowBytes) return;
+  DeviceGuard g(dev, "cacheWrite");
+  // one strided copy: `outer` blocks of n rows, into blocks of `rows` rows at row `offset`
+  check(cudaMemcpy2DAsync(static_cast<char*>(dst) + offset * rowBytes, rows * rowBytes, src, n * rowBytes, n * rowBytes, outer,
+                          cudaMemcpyDeviceToDevice, S(dev)),
+        "cacheWrite", "cudaMemcpy2DAsync");
+}
+
 void gatedActivation(int dev, DType t, const void* gate, const void* up, void* out, size_t n, int act) {
   if (!n) return;
   DeviceGuard g(dev, "gatedActivation");

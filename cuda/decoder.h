@@ -17,6 +17,7 @@ void rmsNormBackward(int dev, DType t, const void* dOut, const void* x, const vo
 void rope(int dev, DType t, const void* x, const int32_t* pos, const float* invFreq, void* out, size_t tokens,
           size_t heads, size_t D, size_t rot, bool inverse);
 
+void cacheWrite(int dev, void* dst, const void* src, size_t outer, size_t rows, size_t n, size_t rowBytes, size_t offset);
 void gatedActivation(int dev, DType t, const void* gate, const void* up, void* out, size_t n, int act);
 void gatedActivationBackward(int dev, DType t, const void* dOut, const void* gate, const void* up, void* dGate,
                              void* dUp, size_t n, int act);

@@ -166,6 +166,11 @@ export interface AttentionOptions {
   causal?: boolean;
   /** int32 [B, T] (Tq = Tk): packed sequences; query i sees key j only within its own segment. */
   segments?: Tensor;
+  /**
+   * A KV cache (forward only): k and v are [B, Hkv, Tmax, D] buffers of which the first kvLength rows
+   * per head are filled; keyMask is then [B, Tmax].
+   */
+  kvLength?: number;
 }
 
 /**
@@ -178,7 +183,7 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   const op = 'attention';
   const mask = opts.keyMask === undefined ? null : handle(opts.keyMask, op, 'keyMask');
   const seg = opts.segments === undefined ? undefined : handle(opts.segments, op, 'segments');
-  const r = native().attention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), mask, opts.scale, !!opts.causal, seg);
+  const r = native().attention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), mask, opts.scale, !!opts.causal, seg, opts.kvLength);
   return { out: new Tensor(r.out), lse: new Tensor(r.lse) };
 }
 
@@ -205,4 +210,10 @@ export function gatedActivationBackward(dOut: Tensor, gate: Tensor, up: Tensor, 
   const op = 'gatedActivationBackward';
   const r = native().gatedActivationBackward(handle(dOut, op, 'dOut'), handle(gate, op, 'gate'), handle(up, op, 'up'), act);
   return { dGate: new Tensor(r.dGate), dUp: new Tensor(r.dUp) };
+}
+
+/** KV cache write, in place: rows offset..offset+n of each head of cache [B, H, Tmax, D] take src [B, H, n, D]. */
+export function cacheWrite(cache: Tensor, src: Tensor, offset: number): void {
+  const op = 'cacheWrite';
+  native().cacheWrite(handle(cache, op, 'cache'), handle(src, op, 'src'), offset);
 }

@@ -7,6 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "philox.h"  // FA_HD
+
 namespace fa {
 
 struct AttentionShape {
@@ -14,6 +16,10 @@ struct AttentionShape {
   float scale;
   bool causal;
   const int32_t* segments;  // [B, T] or null
+  // Rows per head in the k and v buffers (and the key mask's row length): Tk when 0. Larger for a KV
+  // cache, of which the first Tk rows are filled (forward only).
+  size_t kvStride;
+  FA_HD size_t stride() const { return kvStride ? kvStride : Tk; }
 };
 
 }  // namespace fa

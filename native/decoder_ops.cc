@@ -109,6 +109,25 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// cacheWrite(cache [B, H, Tmax, D], src [B, H, n, D], offset): rows offset..offset+n of each head take src's, in place.
+Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args a{env, "cacheWrite"};
+  TensorImpl& c = a.tensor(info[0], "cache");
+  TensorImpl& x = a.tensor(info[1], "src");
+  if (c.shape.size() != 4) a.error("argument 'cache' must be [B, heads, Tmax, D], got shape " + c.shapeString());
+  if (x.shape.size() != 4 || x.shape[0] != c.shape[0] || x.shape[1] != c.shape[1] || x.shape[3] != c.shape[3])
+    a.error("argument 'src' has shape " + x.shapeString() + ", which does not fit 'cache' " + c.shapeString());
+  a.dtype(x, "src", c.dtype, "cache");
+  a.device(x, "src", c, "cache");
+  size_t n = size_t(x.shape[2]), rows = size_t(c.shape[2]);
+  size_t offset = size_t(a.integer(info[2], "offset", 0, double(rows)));
+  if (offset + n > rows) a.error("writing " + std::to_string(n) + " rows at " + std::to_string(offset) + " overflows the cache of " + std::to_string(rows));
+  size_t rowBytes = size_t(c.shape[3]) * dtypeSize(c.dtype), outer = size_t(c.shape[0] * c.shape[1]);
+  runKernel(env, a.op, [&] { FA_NN_DISPATCH(c.device, cacheWrite, c.ptr(), x.ptr(), outer, rows, n, rowBytes, offset); });
+  return env.Undefined();
+}
+
 // The activation name argument of the gated ops.
 int argAct(Args& a, Napi::Value v) {
   if (!v.IsString()) a.error("argument 'activation' must be a string");
@@ -165,7 +184,7 @@ struct AttentionArgs {
 };
 
 AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v, Napi::Value maskV, Napi::Value scaleV,
-                            Napi::Value causalV, Napi::Value segmentsV) {
+                            Napi::Value causalV, Napi::Value segmentsV, Napi::Value kvLengthV = Napi::Value()) {
   a.floating(q, "q");
   if (q.shape.size() != 4) a.error("argument 'q' must be [B, heads, Tq, D], got shape " + q.shapeString());
   if (k.shape.size() != 4) a.error("argument 'k' must be [B, kvHeads, Tk, D], got shape " + k.shapeString());
@@ -179,13 +198,18 @@ AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v
             std::to_string(k.shape[1]) + ")");
   AttentionArgs r;
   r.shape = {size_t(q.shape[0]), size_t(q.shape[1]), size_t(k.shape[1]), size_t(q.shape[2]), size_t(k.shape[2]),
-             size_t(q.shape[3]), 1.0f, false, nullptr};
+             size_t(q.shape[3]), 1.0f, false, nullptr, 0};
+  if (!kvLengthV.IsEmpty() && !absent(kvLengthV)) {
+    // a KV cache: k and v hold k.shape[2] rows per head, of which the first kvLength are filled
+    r.shape.kvStride = size_t(k.shape[2]);
+    r.shape.Tk = size_t(a.integer(kvLengthV, "kvLength", 0, double(k.shape[2])));
+  }
   r.shape.scale = scaleV.IsUndefined() ? float(1.0 / std::sqrt(double(q.shape[3]))) : float(a.number(scaleV, "scale"));
   r.shape.causal = !absent(causalV) && causalV.ToBoolean().Value();
   if (r.shape.causal && r.shape.Tq > r.shape.Tk) a.error("causal attention needs Tq <= Tk, got Tq " + std::to_string(r.shape.Tq) + " and Tk " + std::to_string(r.shape.Tk));
   if (!absent(maskV)) {
     TensorImpl& m = a.tensor(maskV, "keyMask");
-    a.shape(m, "keyMask", {k.shape[0], k.shape[2]});
+    a.shape(m, "keyMask", {k.shape[0], k.shape[2]});  // the buffer's rows (a cache's full length)
     a.device(m, "keyMask", q, "q");
     r.mask = m.ptr();
     r.maskType = m.dtype;
@@ -193,7 +217,7 @@ AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v
   if (!absent(segmentsV)) {
     TensorImpl& g = a.tensor(segmentsV, "segments");
     a.int32(g, "segments");
-    if (q.shape[2] != k.shape[2]) a.error("segments need as many queries as keys (Tq = Tk)");
+    if (q.shape[2] != k.shape[2] || r.shape.kvStride) a.error("segments need as many queries as keys (Tq = Tk, no cache)");
     a.shape(g, "segments", {k.shape[0], k.shape[2]});
     a.device(g, "segments", q, "q");
     r.shape.segments = static_cast<const int32_t*>(g.ptr());
@@ -201,14 +225,14 @@ AttentionArgs attentionArgs(Args& a, TensorImpl& q, TensorImpl& k, TensorImpl& v
   return r;
 }
 
-// attention(q, k, v, keyMask|null, scale|undefined, causal, segments|undefined) -> { out, lse }
+// attention(q, k, v, keyMask|null, scale|undefined, causal, segments|undefined, kvLength|undefined) -> { out, lse }
 Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args a{env, "attention"};
   TensorImpl& q = a.tensor(info[0], "q");
   TensorImpl& k = a.tensor(info[1], "k");
   TensorImpl& v = a.tensor(info[2], "v");
-  AttentionArgs r = attentionArgs(a, q, k, v, info[3], info[4], info[5], info[6]);
+  AttentionArgs r = attentionArgs(a, q, k, v, info[3], info[4], info[5], info[6], info[7]);
   Napi::Object out = newTensor(env, q.shape, q.dtype, q.device, a.op);
   Napi::Object lse = newTensor(env, {q.shape[0], q.shape[1], q.shape[2]}, DType::F32, q.device, a.op);
   void* o = implOf(out).ptr();
@@ -264,6 +288,7 @@ void registerDecoderOps(Napi::Env env, Napi::Object exports) {
   exports.Set("rope", Napi::Function::New(env, Rope, "rope"));
   exports.Set("gatedActivation", Napi::Function::New(env, GatedActivation, "gatedActivation"));
   exports.Set("gatedActivationBackward", Napi::Function::New(env, GatedActivationBackward, "gatedActivationBackward"));
+  exports.Set("cacheWrite", Napi::Function::New(env, CacheWrite, "cacheWrite"));
   exports.Set("attention", Napi::Function::New(env, Attention, "attention"));
   exports.Set("attentionBackward", Napi::Function::New(env, AttentionBackward, "attentionBackward"));
 }

@@ -1,6 +1,6 @@
 // The decoder building blocks on the CPU against float64 references written here, on fresh
 // random inputs (the seed is in each suite's name): RMSNorm, rotary embeddings, causal softmax.
-import { attention, attentionBackward, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
+import { attention, attentionBackward, cacheWrite, empty, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor } from '../lib';
 import { expectClose, rng } from './helpers';
 
 const SEED = Math.floor(Math.random() * 2 ** 31);
@@ -266,5 +266,42 @@ describe(`gatedActivation (seed ${SEED})`, () => {
   test('bad inputs name the op and the argument', () => {
     expect(() => gatedActivation(randn([2, 3]), randn([3, 2]))).toThrow("gatedActivation: argument 'up' has shape [3, 2], expected [2, 3]");
     expect(() => gatedActivation(randn([2]), randn([2]), 'mish' as never)).toThrow(/gatedActivation: unknown activation 'mish'/);
+  });
+});
+
+describe(`KV cache (seed ${SEED})`, () => {
+  test('cacheWrite places rows; attention over the first kvLength rows of a cache equals attention over those rows', () => {
+    const [B, Hq, Hkv, Tmax, D] = [2, 4, 2, 9, 8];
+    const cacheK = empty([B, Hkv, Tmax, D]);
+    const cacheV = empty([B, Hkv, Tmax, D]);
+    cacheK.copyFrom(new Float32Array(cacheK.size).fill(NaN)); // unfilled rows must never be read
+    cacheV.copyFrom(new Float32Array(cacheV.size).fill(NaN));
+    const k1 = randn([B, Hkv, 5, D], { seed: seed() });
+    const v1 = randn([B, Hkv, 5, D], { seed: seed() });
+    const k2 = randn([B, Hkv, 1, D], { seed: seed() });
+    const v2 = randn([B, Hkv, 1, D], { seed: seed() });
+    cacheWrite(cacheK, k1, 0);
+    cacheWrite(cacheV, v1, 0);
+    cacheWrite(cacheK, k2, 5);
+    cacheWrite(cacheV, v2, 5);
+    // the same 6 keys, contiguous
+    const join = (a: Float32Array, b: Float32Array) => {
+      const out = new Float32Array(B * Hkv * 6 * D);
+      for (let bh = 0; bh < B * Hkv; bh++) {
+        out.set(a.subarray(bh * 5 * D, (bh + 1) * 5 * D), bh * 6 * D);
+        out.set(b.subarray(bh * D, (bh + 1) * D), bh * 6 * D + 5 * D);
+      }
+      return out;
+    };
+    const k = tensor(join(k1.toArray(), k2.toArray()), [B, Hkv, 6, D]);
+    const v = tensor(join(v1.toArray(), v2.toArray()), [B, Hkv, 6, D]);
+    const q = randn([B, Hq, 1, D], { seed: seed() });
+    const maskFull = Float32Array.from({ length: B * Tmax }, (_, i) => (i === Tmax ? 0 : 1)); // batch 1: key 0 is padding
+    const maskSix = Float32Array.from({ length: B * 6 }, (_, i) => (i === 6 ? 0 : 1));
+    const cached = attention(q, cacheK, cacheV, { causal: true, kvLength: 6, keyMask: tensor(maskFull, [B, Tmax]) });
+    const plain = attention(q, k, v, { causal: true, keyMask: tensor(maskSix, [B, 6]) });
+    expectClose(cached.out.toArray(), plain.out.toArray(), 1e-6, 1e-7);
+    expect(() => cacheWrite(cacheK, k1, 5)).toThrow(/cacheWrite: writing 5 rows at 5 overflows the cache of 9/);
+    expect(() => attention(q, cacheK, cacheV, { kvLength: 10 })).toThrow(/argument 'kvLength' must be an integer in \[0, 9\]/);
   });
 });

@@ -24,7 +24,7 @@ std::vector<float> load(DType t, const void* p, size_t n) {
 inline bool sees(const AttentionShape& s, const void* keyMask, DType mt, size_t b, size_t i, size_t j) {
   if (s.causal && j > i + (s.Tk - s.Tq)) return false;
   if (s.segments && s.segments[b * s.Tk + i] != s.segments[b * s.Tk + j]) return false;
-  return !keyMask || maskOn(mt, keyMask, b * s.Tk + j);
+  return !keyMask || maskOn(mt, keyMask, b * s.stride() + j);
 }
 
 }  // namespace
@@ -32,8 +32,9 @@ inline bool sees(const AttentionShape& s, const void* keyMask, DType mt, size_t 
 void attention(DType t, const void* q, const void* k, const void* v, const void* keyMask, DType maskType, void* out,
                float* lse, const AttentionShape& s) {
   const size_t G = s.Hq / s.Hkv, D = s.D;
-  std::vector<float> Q = load(t, q, s.B * s.Hq * s.Tq * D), K = load(t, k, s.B * s.Hkv * s.Tk * D),
-                     V = load(t, v, s.B * s.Hkv * s.Tk * D);
+  const size_t S = s.stride();
+  std::vector<float> Q = load(t, q, s.B * s.Hq * s.Tq * D), K = load(t, k, s.B * s.Hkv * S * D),
+                     V = load(t, v, s.B * s.Hkv * S * D);
   std::vector<float> O(s.B * s.Hq * s.Tq * D);
   parallelFor(s.B * s.Hq, 1, [&](size_t r0, size_t r1) {
     std::vector<float> p(s.Tk);
@@ -47,7 +48,7 @@ void attention(DType t, const void* q, const void* k, const void* v, const void*
             p[j] = -std::numeric_limits<float>::infinity();
             continue;
           }
-          const float* kj = &K[(kv * s.Tk + j) * D];
+          const float* kj = &K[(kv * S + j) * D];
           float dot = 0;
           for (size_t d = 0; d < D; d++) dot += qi[d] * kj[d];
           p[j] = s.scale * dot;
@@ -63,7 +64,7 @@ void attention(DType t, const void* q, const void* k, const void* v, const void*
         float inv = float(1.0 / sum);
         for (size_t j = 0; j < s.Tk; j++) {
           if (p[j] == 0) continue;
-          const float* vj = &V[(kv * s.Tk + j) * D];
+          const float* vj = &V[(kv * S + j) * D];
           float w = p[j] * inv;
           for (size_t d = 0; d < D; d++) oi[d] += w * vj[d];
         }

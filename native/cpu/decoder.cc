@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "../activation.h"
@@ -95,6 +96,12 @@ void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void
       storeAt(t, out, tok * heads * D, v.data(), heads * D);
     }
   });
+}
+
+void cacheWrite(void* dst, const void* src, size_t outer, size_t rows, size_t n, size_t rowBytes, size_t offset) {
+  for (size_t o = 0; o < outer; o++)
+    std::memcpy(static_cast<char*>(dst) + (o * rows + offset) * rowBytes, static_cast<const char*>(src) + o * n * rowBytes,
+                n * rowBytes);
 }
 
 void gatedActivation(DType t, const void* gate, const void* up, void* out, size_t n, int act) {

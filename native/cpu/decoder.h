@@ -31,6 +31,10 @@ void rmsNormBackward(DType t, const void* dOut, const void* x, const void* weigh
 void rope(DType t, const void* x, const int32_t* pos, const float* invFreq, void* out, size_t tokens, size_t heads,
           size_t D, size_t rot, bool inverse);
 
+// A KV cache write: for each of `outer` blocks, rows [offset, offset + n) of dst (block of `rows` rows
+// of `rowBytes`) take the n rows of src (a block of n rows). dst [B, H, Tmax, D] ← src [B, H, n, D].
+void cacheWrite(void* dst, const void* src, size_t outer, size_t rows, size_t n, size_t rowBytes, size_t offset);
+
 // The gated MLP's middle (SwiGLU with act = silu): out = act(gate) ⊙ up, elementwise over n values;
 // backward: dGate = dOut ⊙ up ⊙ act'(gate), dUp = dOut ⊙ act(gate). act is an Act (activation.h).
 void gatedActivation(DType t, const void* gate, const void* up, void* out, size_t n, int act);

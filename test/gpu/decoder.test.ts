@@ -1,6 +1,6 @@
 // The CUDA decoder building blocks against the CPU ops on fresh random inputs, in fp32, bf16 and
 // fp16, outputs poisoned (NaN) first: RMSNorm forward/backward, rotary embeddings, causal softmax.
-import { attention, attentionBackward, empty, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
+import { attention, attentionBackward, cacheWrite, empty, gatedActivation, gatedActivationBackward, maskedSoftmax, randn, rmsNorm, rmsNormBackward, rope, ropeBackward, tensor, Tensor } from '../../lib';
 import type { FloatDType } from '../../lib';
 import * as fs from 'fs';
 import * as os from 'os';
@@ -150,6 +150,26 @@ describeGpu('CUDA fused attention with packed segments matches the CPU op', () =
       for (const key of ['dq', 'dk', 'dv'] as const) expectClose(gb[key].toArray(), cb[key].toArray(), t, t);
     }
   });
+});
+
+describeGpu('CUDA KV cache: cacheWrite and attention over a cache match the CPU', () => {
+  for (const dtype of FLOATS)
+    test(`${dtype}: decode steps against a 300-row cache with padding`, () => {
+      const [B, Hq, Hkv, Tmax, D] = [3, 9, 3, 300, 64];
+      const cpu = [empty([B, Hkv, Tmax, D], { dtype }), empty([B, Hkv, Tmax, D], { dtype })];
+      const gpu = cpu.map((t) => t.to(dev));
+      const [k, kd] = both([B, Hkv, 37, D], dtype);
+      const [v, vd] = both([B, Hkv, 37, D], dtype);
+      cacheWrite(cpu[0], k, 0);
+      cacheWrite(cpu[1], v, 0);
+      cacheWrite(gpu[0], kd, 0);
+      cacheWrite(gpu[1], vd, 0);
+      const mask = tensor(Float32Array.from({ length: B * Tmax }, (_, i) => (i % Tmax < 3 && i >= Tmax ? 0 : 1)), [B, Tmax]);
+      const [q, qd] = both([B, Hq, 1, D], dtype);
+      const c = attention(q, cpu[0], cpu[1], { causal: true, kvLength: 37, keyMask: mask });
+      const g = attention(qd, gpu[0], gpu[1], { causal: true, kvLength: 37, keyMask: mask.to(dev) });
+      expectClose(g.out.toArray(), c.out.toArray(), tol[dtype] * 3, tol[dtype]);
+    });
 });
 
 describeGpu('CUDA decoders match the CPU', () => {

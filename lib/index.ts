@@ -33,6 +33,10 @@ export { saveAdapter, loadAdapter, saveHead, loadHead } from './adapterhub/files
 export { Tokenizer } from './train/tokenizer';
 export { renderChat, chatTemplateOf } from './train/chat';
 export { sft, evaluateSft } from './train/sft';
+export { generate, generateText, streamText, streamTokens, promptIds } from './generation/generate';
+export type { GenerateOptions } from './generation/generate';
+export { createCache, cachedStep } from './generation/cached';
+export type { KVCache } from './generation/cached';
 export type { SftOptions, SftResult, SftMetrics } from './train/sft';
 export { readSftExamples, encodeSft, padSftBatch, packSft, padPackedBatch } from './train/sftData';
 export type { SftExample, SftEncoded, SftPacked } from './train/sftData';

@@ -20,6 +20,8 @@ import type { GgufFile } from '../../io/gguf';
 import { allFinite, NonFiniteError, throwingProbe } from '../../core/finite';
 import type { Probe } from '../../core/finite';
 import { Tokenizer } from '../../train/tokenizer';
+import type { ChatMessage } from '../../train/chat';
+import { generate as generateIds, generateText, GenerateOptions } from '../../generation/generate';
 import {
   loadAdapter as loadAdapterFiles, saveAdapter as saveAdapterFiles, LoadAdapterOptions, LoadedAdapter, SaveAdapterOptions,
 } from '../../adapterhub/files';
@@ -231,6 +233,31 @@ export class Decoder {
 
   deleteAdapter(name: string): void {
     this.adapters.delete(name);
+  }
+
+  /** @internal The active adapter at a layer's site, for inference (generation). */
+  adapterSite(layer: number, where: 'mh' | 'output') {
+    return this.adapters.site(layer, where, false, 0);
+  }
+
+  /** @internal The rotary inverse frequencies on the model's device (null for learned positions). */
+  ropeFrequencies(): Tensor | null {
+    return this.invFreq;
+  }
+
+  /**
+   * Generates with the KV cache (lib/generation): token ids (one prompt, or several of any lengths) →
+   * the new token ids per prompt; a string or chat messages → the new text (the tokenizer from
+   * options, else the GGUF file's, else tokenizer.json of the model's directory).
+   */
+  async generate(input: number[] | number[][] | string | ChatMessage[], opts: GenerateOptions & { tokenizer?: Tokenizer } = {}): Promise<number[][] | string> {
+    if (Array.isArray(input) && (input.length === 0 || typeof input[0] === 'number' || Array.isArray(input[0]))) {
+      const prompts = input.length && Array.isArray(input[0]) ? (input as number[][]) : [input as number[]];
+      return generateIds(this, prompts, opts);
+    }
+    const tokenizer = opts.tokenizer ?? this.ggufTokenizer() ?? (this.dir ? await Tokenizer.fromDir(this.dir) : undefined);
+    if (!tokenizer) throw new Error('generate: pass a tokenizer (the model has no GGUF file or directory to take one from)');
+    return generateText(this, tokenizer, input as string | ChatMessage[], opts);
   }
 
   /** The trainable tensors (the trained adapter's), by name. */

@@ -1,0 +1,132 @@
+// Generation with a KV cache: the same tokens and logits as recomputing the whole sequence at every
+// step, batched prompts of different lengths equal to each alone, seeded sampling, stop strings,
+// limits, cancelling a stream, and the adapter a call asks for.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { generate, generateText, loadDecoder, memoryStats, streamText, streamTokens, Tokenizer } from '../lib';
+import type { Decoder } from '../lib';
+import { cachedStep, createCache } from '../lib/generation/cached';
+import { ggufTokenizerFiles } from '../lib/train/tokenizer';
+import { tensor } from '../lib/tensor';
+import { tinyChatTokenizerMetadata, writeTinyChatModel, writeTinyGpt2, writeTinyLlama } from './decoderFixture';
+import { expectClose } from './helpers';
+
+const SEED = Math.floor(Math.random() * 2 ** 31);
+let work: string;
+let n = 0;
+const dirOf = () => path.join(work, `g${n++}`);
+beforeAll(() => {
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-generate-'));
+});
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+/** Greedy generation by recomputing the whole sequence each step (no cache). */
+function greedyRecompute(model: Decoder, prompt: number[], steps: number): { tokens: number[]; logits: Float32Array[] } {
+  const seq = [...prompt];
+  const logits: Float32Array[] = [];
+  const V = model.config.vocabSize;
+  for (let i = 0; i < steps; i++) {
+    const out = model.forward({ inputIds: [seq] });
+    const last = out.logits.toArray().slice((seq.length - 1) * V, seq.length * V);
+    out.dispose();
+    logits.push(last);
+    let best = 0;
+    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
+    seq.push(best);
+  }
+  return { tokens: seq.slice(prompt.length), logits };
+}
+
+describe(`generation (seed ${SEED})`, () => {
+  for (const [arch, write] of [['llama', writeTinyLlama], ['gpt2', writeTinyGpt2]] as const)
+    test(`${arch}: KV-cache greedy generation equals recomputing the sequence at every step (tokens and logits)`, async () => {
+      const model = await loadDecoder(write(dirOf(), SEED), { device: 'cpu' });
+      model.addAdapter('a', { config: 'double_seq_bn', reductionFactor: 4 }, { seed: 3 });
+      for (const t of model.adapterParameters('a').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.sin(i * 0.7 + t.size) * 0.2));
+      model.setActiveAdapter('a');
+      const prompt = [5, 17, 3, 44, 90];
+      const want = greedyRecompute(model, prompt, 12);
+      // the cached path step by step, to compare logits too
+      const cache = createCache(model, 1, prompt.length + 12);
+      const mask = tensor(new Float32Array(prompt.length + 12).fill(1), [1, prompt.length + 12]);
+      const seq = [...prompt];
+      let logits = cachedStep(model, cache, [prompt], [prompt.map((_, i) => i)], mask);
+      for (let i = 0; i < 12; i++) {
+        expectClose(logits, want.logits[i], 1e-4, 1e-5);
+        const next = want.tokens[i];
+        seq.push(next);
+        if (i < 11) logits = cachedStep(model, cache, [[next]], [[seq.length - 1]], mask);
+      }
+      cache.dispose();
+      mask.dispose();
+      expect(await generate(model, [prompt], { maxNewTokens: 12 })).toEqual([want.tokens]);
+      expect(cache.bytesPerToken).toBe(2 * model.config.numLayers * model.config.numKvHeads * model.config.headDim * 4);
+      model.dispose();
+    });
+
+  test('batched prompts of different lengths (left-padded) give each row what it gives alone', async () => {
+    const model = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
+    const prompts = [[5, 17, 3], [8, 1, 44, 90, 12, 7], [60]];
+    const together = await generate(model, prompts, { maxNewTokens: 8 });
+    for (let i = 0; i < prompts.length; i++) expect(together[i]).toEqual((await generate(model, [prompts[i]], { maxNewTokens: 8 }))[0]);
+    model.dispose();
+  });
+
+  test('seeded sampling: the same seed gives the same tokens, another seed others; options are checked', async () => {
+    const model = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
+    const o = { maxNewTokens: 16, temperature: 1.5, topK: 40, topP: 0.95, repetitionPenalty: 1.2 };
+    const a = await generate(model, [[5, 17, 3]], { ...o, seed: 1 });
+    expect(await generate(model, [[5, 17, 3]], { ...o, seed: 1 })).toEqual(a);
+    const others = await Promise.all([2, 3, 4].map((seed) => generate(model, [[5, 17, 3]], { ...o, seed })));
+    expect(others.some((x) => JSON.stringify(x) !== JSON.stringify(a))).toBe(true);
+    await expect(generate(model, [[1]], { temperature: -1 })).rejects.toThrow(/temperature must be >= 0/);
+    await expect(generate(model, [[1]], { topP: 0 })).rejects.toThrow(/topP must be in \(0, 1\]/);
+    await expect(generate(model, [[]])).rejects.toThrow(/prompt 0 is empty/);
+    expect(await generate(model, [[1, 2]], { maxNewTokens: 0 })).toEqual([[]]);
+    model.dispose();
+  });
+
+  test('a prompt beyond the learned positions is refused; stopping a stream early frees its cache', async () => {
+    const gpt2 = await loadDecoder(writeTinyGpt2(dirOf(), SEED), { device: 'cpu' }); // 64 positions
+    await expect(generate(gpt2, [new Array(60).fill(3)], { maxNewTokens: 10 })).rejects.toThrow(/60 prompt tokens \+ 10 new ones exceed the model's 64 positions/);
+    const live = memoryStats('cpu').liveTensors;
+    let count = 0;
+    for await (const t of streamTokens(gpt2, [[1, 2, 3]], { maxNewTokens: 50 })) {
+      expect(t.row).toBe(0);
+      if (++count === 3) break;
+    }
+    expect(count).toBe(3);
+    expect(memoryStats('cpu').liveTensors).toBeLessThanOrEqual(live);
+    gpt2.dispose();
+  });
+
+  test('text and chat: the tokenizer\'s EOS ends it, stop strings cut it, streamed pieces add up; the adapter of a call', async () => {
+    const files = ggufTokenizerFiles(tinyChatTokenizerMetadata());
+    const dir = writeTinyChatModel(dirOf(), SEED, files);
+    const model = await loadDecoder(dir, { device: 'cpu' });
+    const tok = await Tokenizer.fromDir(dir);
+    const chat = [{ role: 'user', content: 'the tea' }];
+    const full = await generateText(model, tok, chat, { maxNewTokens: 20 });
+    let streamed = '';
+    for await (const piece of streamText(model, tok, chat, { maxNewTokens: 20 })) streamed += piece;
+    expect(streamed).toBe(full);
+    expect(await model.generate(chat, { maxNewTokens: 20 })).toBe(full); // the tokenizer from the model's directory
+    if (full.length > 2) {
+      const stop = full.slice(1, 2);
+      const cut = await generateText(model, tok, chat, { maxNewTokens: 20, stop: [stop] });
+      expect(cut).toBe(full.slice(0, full.indexOf(stop)));
+    }
+    // an adapter for one call: active during it, the previous state after
+    model.addAdapter('x', { config: 'seq_bn', reductionFactor: 2 }, { seed: 9 });
+    for (const t of model.adapterParameters('x').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.cos(i + t.size)));
+    const ids = tok.encode('the').ids;
+    const plain = await generate(model, [ids], { maxNewTokens: 10 });
+    const adapted = await generate(model, [ids], { maxNewTokens: 10, adapter: 'x' });
+    expect(model.active).toBeNull();
+    expect(adapted).not.toEqual(plain);
+    model.setActiveAdapter('x');
+    expect(await generate(model, [ids], { maxNewTokens: 10 })).toEqual(adapted);
+    model.dispose();
+  });
+});

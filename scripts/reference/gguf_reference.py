@@ -108,6 +108,11 @@ def main():
     out = {}
     with torch.no_grad():
         out["prompt_logits"] = model(input_ids=torch.tensor([prompt])).logits[0, -8:].contiguous()
+        # greedy generation of up to 32 tokens, stopping at the model's end-of-sequence token(s)
+        gen = model.generate(torch.tensor([prompt]), max_new_tokens=32, do_sample=False, pad_token_id=tok.pad_token_id)
+    eos = model.generation_config.eos_token_id
+    ref["greedy_ids"] = gen[0, len(prompt):].tolist()
+    ref["eos_ids"] = eos if isinstance(eos, list) else ([] if eos is None else [eos])
 
     rows = [sft_example(tok, m, r) for m, r in SFT]
     T = max(len(ids) for ids, _ in rows)

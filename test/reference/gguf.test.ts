@@ -19,7 +19,7 @@ describeReference('SmolLM2 from its GGUF file: parity with transformers and Adap
   let work: string;
   let ref: {
     gguf: string; versions: Record<string, string>; texts: string[]; ids: number[][]; chats: { role: string; content: string }[][];
-    rendered: string[]; prompt_ids: number[];
+    rendered: string[]; prompt_ids: number[]; greedy_ids: number[]; eos_ids: number[];
     sft: { examples: { messages: { role: string; content: string }[]; response: string }[]; input_ids: number[][]; attention_mask: number[][]; labels: number[][]; rows: { ids: number[]; labels: number[] }[] };
   };
   let tensors: SafetensorsFile;
@@ -57,6 +57,13 @@ describeReference('SmolLM2 from its GGUF file: parity with transformers and Adap
     console.log(`SmolLM2 GGUF logits: max error ${worst.toExponential(2)} of max |logit| ${scale.toFixed(2)}`);
     expect(worst / scale).toBeLessThan(1e-4);
     out.dispose();
+  });
+
+  test('greedy generation (up to 32 tokens, to the end of the turn) from a chat prompt gives transformers\' generate tokens', async () => {
+    const ids = await model.generate(ref.prompt_ids, { maxNewTokens: 32, eos: ref.eos_ids }) as number[][];
+    expect(ids[0]).toEqual(ref.greedy_ids);
+    // eslint-disable-next-line no-console
+    console.log(`SmolLM2 greedy: ${JSON.stringify(tokenizer.decode(ids[0]))}`);
   });
 
   test('the tokenizer from the metadata gives transformers\' ids; the chat template renders as transformers renders it', () => {

@@ -18,6 +18,10 @@ import { Tokenizer } from './train/tokenizer';
 import { evaluate, train } from './train/trainer';
 import { loadDecoder } from './models/decoder/load';
 import { sft } from './train/sft';
+import { streamText, GenerateOptions } from './generation/generate';
+import type { ChatMessage } from './train/chat';
+import type { Decoder } from './models/decoder/model';
+import { createInterface } from 'readline';
 
 function int(v: string): number {
   const n = Number(v);
@@ -219,6 +223,74 @@ export function makeProgram(): Command {
       const skipped = res.skippedSteps ? ` (${plural(res.skippedSteps, 'step')} skipped: not finite)` : '';
       console.log(`${plural(res.steps, 'step')}${skipped}, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step, ${Math.round(res.tokensPerSecond)} tokens/s; `
         + `saved adapter '${name}' to ${o.out}`);
+    });
+
+  const generationOptions = (c: Command) => c
+    .requiredOption('--model <dir|id|file.gguf>', 'decoder: model directory, Hugging Face hub repo id, or a GGUF file')
+    .option('--adapter <dir>', 'a saved adapter to run (or name=dir)')
+    .option('--max-new-tokens <n>', 'tokens to generate at most', int, 256)
+    .option('--temperature <x>', 'sampling temperature (0: greedy)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('expected a number >= 0');
+      return n;
+    }, 0)
+    .option('--top-k <n>', 'sample from the k most likely tokens', int)
+    .option('--top-p <x>', 'sample from the smallest set of tokens with this probability', float)
+    .option('--seed <n>', 'sampling seed', int, 0)
+    .option('--stop <text>', 'stop at this text (repeatable)', collect, [])
+    .option('--device <device>', 'cpu | cuda | cuda:N', device);
+
+  async function openDecoder(o: { model: string; device?: string; adapter?: string }): Promise<{ model: Decoder; tokenizer: Tokenizer }> {
+    const model = await loadDecoder(fs.existsSync(o.model) ? o.model : modelSource(o.model), { device: o.device ?? defaultDevice() });
+    const tokenizer = model.ggufTokenizer() ?? (model.dir ? await Tokenizer.fromDir(model.dir) : undefined);
+    if (!tokenizer) throw new Error(`${o.model}: no tokenizer (tokenizer.json beside the model, or a GGUF file)`);
+    if (o.adapter) {
+      const { name, dir } = adapterArg(o.adapter);
+      const r = model.loadAdapter(mustExist(dir, 'adapter directory'), name ? { loadAs: name } : {});
+      for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+      model.setActiveAdapter(r.name);
+    }
+    return { model, tokenizer };
+  }
+  const genOpts = (o: Record<string, unknown>): GenerateOptions => ({
+    maxNewTokens: o.maxNewTokens as number, temperature: o.temperature as number, topK: o.topK as number | undefined,
+    topP: o.topP as number | undefined, seed: o.seed as number, stop: o.stop as string[],
+  });
+
+  generationOptions(program.command('generate')
+    .description('generate text from a prompt with a frozen decoder (and an adapter)')
+    .option('--chat', 'treat the prompt as a user message in the model\'s chat template')
+    .argument('[prompt...]', 'the prompt (default: stdin)'))
+    .action(async (words: string[], o) => {
+      const text = words.length ? words.join(' ') : (await readLines()).join('\n');
+      if (!text) throw new Error('generate: the prompt is empty (pass it as arguments or on stdin)');
+      const { model, tokenizer } = await openDecoder(o);
+      const prompt: string | ChatMessage[] = o.chat ? [{ role: 'user', content: text }] : text;
+      for await (const piece of streamText(model, tokenizer, prompt, genOpts(o))) process.stdout.write(piece);
+      process.stdout.write('\n');
+    });
+
+  generationOptions(program.command('chat')
+    .description('talk to a frozen decoder (and an adapter) through its chat template; an empty line or Ctrl-D ends'))
+    .option('--system <text>', 'a system message first')
+    .action(async (o) => {
+      const { model, tokenizer } = await openDecoder(o);
+      const messages: ChatMessage[] = o.system ? [{ role: 'system', content: o.system }] : [];
+      const rl = createInterface({ input: process.stdin, terminal: !!process.stdin.isTTY });
+      if (process.stdin.isTTY) process.stdout.write('> ');
+      for await (const line of rl) {
+        if (!line.trim()) break;
+        messages.push({ role: 'user', content: line });
+        let answer = '';
+        for await (const piece of streamText(model, tokenizer, messages, genOpts(o))) {
+          answer += piece;
+          process.stdout.write(piece);
+        }
+        process.stdout.write('\n');
+        messages.push({ role: 'assistant', content: answer });
+        if (process.stdin.isTTY) process.stdout.write('> ');
+      }
+      rl.close();
     });
 
   program.command('eval')

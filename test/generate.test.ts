@@ -1,6 +1,7 @@
 // Generation with a KV cache: the same tokens and logits as recomputing the whole sequence at every
 // step, batched prompts of different lengths equal to each alone, seeded sampling, stop strings,
 // limits, cancelling a stream, and the adapter a call asks for.
+import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -128,5 +129,29 @@ describe(`generation (seed ${SEED})`, () => {
     model.setActiveAdapter('x');
     expect(await generate(model, [ids], { maxNewTokens: 10 })).toEqual(adapted);
     model.dispose();
+  });
+
+  test('fused-adapters generate and chat stream the same text as the API', async () => {
+    const CLI = path.join(__dirname, '..', 'dist', 'lib', 'cli.js');
+    const files = ggufTokenizerFiles(tinyChatTokenizerMetadata());
+    const dir = writeTinyChatModel(dirOf(), SEED, files);
+    const model = await loadDecoder(dir, { device: 'cpu' });
+    const tok = await Tokenizer.fromDir(dir);
+    const want = await generateText(model, tok, 'the tea', { maxNewTokens: 8 });
+    const wantChat = await generateText(model, tok, [{ role: 'user', content: 'hi' }], { maxNewTokens: 8 });
+    model.dispose();
+    const env = { ...process.env, FUSED_ADAPTERS_DEVICE: 'cpu' };
+    const g = spawnSync(process.execPath, [CLI, 'generate', '--model', dir, '--max-new-tokens', '8', 'the', 'tea'], { encoding: 'utf8', env });
+    expect(g.stderr).toBe('');
+    expect(g.status).toBe(0);
+    expect(g.stdout).toBe(`${want}\n`);
+    const c = spawnSync(process.execPath, [CLI, 'chat', '--model', dir, '--max-new-tokens', '8'], { encoding: 'utf8', env, input: 'hi\nthe\n' });
+    expect(c.stderr).toBe('');
+    expect(c.status).toBe(0);
+    expect(c.stdout.split('\n')[0]).toBe(wantChat);
+    expect(c.stdout.split('\n')).toHaveLength(3); // two answers and the final newline
+    const empty = spawnSync(process.execPath, [CLI, 'generate', '--model', dir], { encoding: 'utf8', env, input: '' });
+    expect(empty.status).toBe(1);
+    expect(empty.stderr).toMatch(/the prompt is empty/);
   });
 });

@@ -37,8 +37,9 @@ export function codeBlocks(markdown: string): Block[] {
 
 const blocks = codeBlocks(fs.readFileSync(path.join(root, 'README.md'), 'utf8'));
 const runnable = blocks.filter((b) => b.lang === 'js' || b.lang === 'ts');
-const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters') && !b.code.includes(' sft '));
+const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters train'));
 const sftBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters sft'));
+const genBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters generate'));
 const setupBlocks = blocks.filter((b) => b.lang === 'sh' && !b.code.includes('npx fused-adapters'));
 const cliPath = (dir: string) => [path.join(dir, 'node_modules', '.bin'), path.dirname(process.execPath), process.env.PATH].join(path.delimiter);
 
@@ -66,6 +67,9 @@ if (!cached) {
 test('README.md has the blocks this test runs, each with a language it knows', () => {
   expect(runnable.length).toBeGreaterThanOrEqual(3);
   expect(cliBlocks.length).toBeGreaterThanOrEqual(1);
+  // every command-line block is run by one of the kinds above
+  const cli = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters'));
+  expect(cli.length).toBe(cliBlocks.length + sftBlocks.length + genBlocks.length);
   for (const b of blocks) expect({ line: b.line, lang: b.lang, known: ['js', 'ts', 'sh', 'text'].includes(b.lang) }).toMatchObject({ known: true });
 });
 
@@ -165,6 +169,16 @@ describeModel('README code blocks run as written', () => {
       expect(routed).toEqual(['reviews', 'reviews', 'pairs']);
       expect(r.stdout).toMatch(/saved adapter 'reviews' to \.\/reviews/);
       expect(fs.readFileSync(path.join(dir, 'pairs-log.jsonl'), 'utf8')).toMatch(/"event":"step"/);
+    });
+
+  for (const b of genBlocks)
+    test(`generation command-line block at README line ${b.line}`, () => {
+      const dir = project();
+      dirs.push(dir);
+      const r = spawnSync('sh', ['-e', '-c', b.code], { cwd: dir, encoding: 'utf8', env: { ...env(), PATH: cliPath(dir) }, timeout: 600_000 });
+      expect(r.stderr.replace(/^npm warn .*\n/gm, '')).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/Paris/); // SmolLM2 knows it, greedily
     });
 
   for (const b of sftBlocks)

@@ -154,4 +154,20 @@ describe(`generation (seed ${SEED})`, () => {
     expect(empty.status).toBe(1);
     expect(empty.stderr).toMatch(/the prompt is empty/);
   });
+
+  for (const cfg of ['seq_bn', 'double_seq_bn', 'par_bn'] as const)
+    test(`a different ${cfg} adapter per row in one batch gives each row what it gives alone with its adapter`, async () => {
+      const model = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
+      for (const [k, name] of ['a', 'b', 'c'].entries()) {
+        model.addAdapter(name, { config: cfg, reductionFactor: 4 }, { seed: 10 + k });
+        for (const t of model.adapterParameters(name).values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.sin(i * (k + 1) + t.size) * 0.3));
+      }
+      const prompts = [[5, 17, 3], [8, 1, 44, 90], [60, 2], [9, 9, 9]];
+      const adapters = ['a', null, 'c', 'b'];
+      const together = await generate(model, prompts, { maxNewTokens: 6, adapters });
+      for (let i = 0; i < prompts.length; i++)
+        expect({ row: i, ids: together[i] }).toEqual({ row: i, ids: (await generate(model, [prompts[i]], { maxNewTokens: 6, adapter: adapters[i] }))[0] });
+      await expect(generate(model, prompts, { adapters: ['a'] })).rejects.toThrow(/one adapter name \(or null\) per prompt \(4\)/);
+      model.dispose();
+    });
 });

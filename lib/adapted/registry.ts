@@ -5,7 +5,9 @@
 import type { FloatDType, Tensor } from '../tensor';
 import { add, cast } from '../ops';
 import { activationOf, AdapterConfigInput, BnConfig, bottleneckSize, resolveConfig } from '../methods/bottleneck/config';
-import type { Activation, AdapterWeights } from '../methods/bottleneck/functional';
+import type { Activation, AdapterWeights, StackedAdapterWeights } from '../methods/bottleneck/functional';
+import { stack } from '../ops';
+import type { Scope } from '../core/scope';
 import { BottleneckAdapter } from '../methods/bottleneck/layer';
 
 export type SiteName = 'mh' | 'output';
@@ -169,6 +171,37 @@ export class AdapterRegistry {
         this.accumulate(`${s.prefix}.adapter_up.bias`, g.dUpBias);
         if (g.dScaling) this.accumulate(`${s.prefix}.scaling`, g.dScaling);
       } : undefined,
+    };
+  }
+
+  /**
+   * Several adapters at once (serving): `names` gives each row's adapter (null: none). They must share
+   * one configuration. Returns, for one (layer, site), their weights stacked for adapterForwardBatched
+   * (freed with `scope`), each row's index into the stack (-1: none, per token of `tokensPerRow`), or
+   * null when none of them has this site.
+   */
+  batchedSite(names: (string | null)[], layer: number, where: SiteName, tokensPerRow: number, scope: Scope):
+    { config: BnConfig; weights: StackedAdapterWeights; rows: Int32Array; scales: number[]; activation: Activation } | null {
+    const distinct = [...new Set(names.filter((n): n is string => n !== null))];
+    if (!distinct.length) return null;
+    const entries = distinct.map((n) => this.entry(n, 'generate'));
+    const shapeOf = (e: AdapterEntry) => JSON.stringify({
+      parallel: e.config.is_parallel, lnBefore: e.config.original_ln_before, act: activationOf(e.config.non_linearity),
+      sites: [...e.sites.entries()].map(([k, v]) => [k, v.layer.bottleneckSize]).sort(),
+    });
+    if (new Set(entries.map(shapeOf)).size > 1)
+      throw new Error(`per-row adapters must share one configuration (placement, sites, bottleneck sizes, non-linearity); ${distinct.join(', ')} differ`);
+    for (const e of entries)
+      if (typeof e.config.scaling !== 'number') throw new Error(`per-row adapters: '${e.name}' has a learned scaling, which batched serving does not support`);
+    const sites = entries.map((e) => e.sites.get(`${layer}.${where}`));
+    if (!sites[0]) return null;
+    const stacked = (k: string) => scope.t(stack(sites.map((st) => st!.layer.parameters().get(k)!)));
+    const rows = new Int32Array(names.length * tokensPerRow);
+    names.forEach((n, b) => rows.fill(n === null ? -1 : distinct.indexOf(n), b * tokensPerRow, (b + 1) * tokensPerRow));
+    return {
+      config: entries[0].config,
+      weights: { downWeight: stacked('adapter_down.0.weight'), downBias: stacked('adapter_down.0.bias'), upWeight: stacked('adapter_up.weight'), upBias: stacked('adapter_up.bias') },
+      rows, scales: entries.map((e) => e.config.scaling as number), activation: sites[0].layer.activation,
     };
   }
 

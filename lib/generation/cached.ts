@@ -8,6 +8,7 @@ import { Scope } from '../core/scope';
 import { Tensor, empty, tensor } from '../tensor';
 import type { Decoder } from '../models/decoder/model';
 import { mlp, norm, proj, residual } from '../models/decoder/layers';
+import { adapterForwardBatched } from '../methods/bottleneck/functional';
 
 export interface KVCache {
   /** Per layer: keys and values, [B, kvHeads, Tmax, headDim]. */
@@ -46,7 +47,9 @@ export function createCache(model: Decoder, B: number, capacity: number): KVCach
  * Float32Array. keyMask [B, capacity] (1 = a real token) masks left padding. The active adapter of
  * the model runs at its sites; nothing is kept for a backward.
  */
-export function cachedStep(model: Decoder, cache: KVCache, ids: number[][], pos: number[][], keyMask: Tensor): Float32Array {
+export function cachedStep(
+  model: Decoder, cache: KVCache, ids: number[][], pos: number[][], keyMask: Tensor, rowAdapters?: (string | null)[],
+): Float32Array {
   const cfg = model.config;
   const B = ids.length;
   const n = ids[0].length;
@@ -78,9 +81,12 @@ export function cachedStep(model: Decoder, cache: KVCache, ids: number[][], pos:
       s.t(a.out);
       s.t(a.lse);
       const att = proj(s, s.t(s.t(transpose12(a.out)).reshape([B, n, Hq * dh])), l.o);
-      const A = residual(s, att, x, model.adapterSite(i, 'mh'));
-      const m = mlp(s, cfg, norm(s, cfg, A.out, l.norm2).out, l).out;
-      x = residual(s, m, A.out, model.adapterSite(i, 'output')).out;
+      const site = (where: 'mh' | 'output', h: Tensor, res: Tensor) => (rowAdapters
+        ? perRowResidual(s, h, res, model.batchedAdapterSite(rowAdapters, i, where, n, s))
+        : residual(s, h, res, model.adapterSite(i, where)).out);
+      const A = site('mh', att, x);
+      const m = mlp(s, cfg, norm(s, cfg, A, l.norm2).out, l).out;
+      x = site('output', m, A);
     });
     cache.length = kvLength;
     // the LM head on each row's last token only
@@ -91,4 +97,20 @@ export function cachedStep(model: Decoder, cache: KVCache, ids: number[][], pos:
   } finally {
     s.dispose();
   }
+}
+
+/**
+ * The residual around a sub-layer with a different adapter per row: AdapterHub's placements (see
+ * residual() in models/decoder/layers.ts) through one batched op; rows without an adapter pass through.
+ */
+function perRowResidual(s: Scope, h: Tensor, x: Tensor, b: ReturnType<Decoder['batchedAdapterSite']>): Tensor {
+  const sum = s.t(add(h, x));
+  if (!b) return sum;
+  const [B, n, H] = sum.shape;
+  const flat = (t: Tensor) => s.t(t.reshape([B * n, H]));
+  // (input, residual): par_bn f(x) + (h + x); seq_bn f(h + x) + (h + x); double_seq_bn f(h) + (h + x)
+  const input = b.config.is_parallel ? x : b.config.original_ln_before ? sum : h;
+  const r = adapterForwardBatched(flat(input), b.weights, b.rows, { activation: b.activation, scaling: b.scales, residual: flat(sum) });
+  s.t(r.out);
+  return s.t(r.out.reshape([B, n, H]));
 }

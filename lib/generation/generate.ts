@@ -26,6 +26,8 @@ export interface GenerateOptions {
   stop?: string[];
   /** The adapter to run (null: none); default: the model's active adapter. */
   adapter?: string | null;
+  /** One adapter per prompt (null: none), all in one batch through the batched adapter op. */
+  adapters?: (string | null)[];
 }
 
 /** mulberry32: a small seeded generator, the same numbers on every platform. */
@@ -108,6 +110,9 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
   const capacity = Tp + maxNew;
   const limit = model.config.family === 'gpt2' ? model.config.maxPositions : Number.MAX_SAFE_INTEGER;
   if (Tp + maxNew > limit) throw new Error(`generate: ${Tp} prompt tokens + ${maxNew} new ones exceed the model's ${limit} positions`);
+  if (o.adapters !== undefined && (!Array.isArray(o.adapters) || o.adapters.length !== prompts.length))
+    throw new Error(`generate: adapters must hold one adapter name (or null) per prompt (${prompts.length})`);
+  if (o.adapters !== undefined && o.adapter !== undefined) throw new Error('generate: pass adapter or adapters, not both');
   const previous = model.active;
   if (o.adapter !== undefined) model.setActiveAdapter(o.adapter);
   const cache = createCache(model, B, capacity);
@@ -123,7 +128,7 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
     // prefill: every prompt, left-padded, positions counting real tokens
     const ids = prompts.map((p) => [...new Array(Tp - p.length).fill(p[0]), ...p]);
     const pos = prompts.map((p) => [...new Array(Tp - p.length).fill(0), ...p.map((_, i) => i)]);
-    let logits = cachedStep(model, cache, ids, pos, keyMask);
+    let logits = cachedStep(model, cache, ids, pos, keyMask, o.adapters);
     const V = model.config.vocabSize;
     for (let step = 0; step < maxNew; step++) {
       const next = new Array<number>(B);
@@ -139,7 +144,7 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
       }
       if (done.every(Boolean) || step + 1 === maxNew) break;
       await new Promise((resolve) => setImmediate(resolve)); // let the event loop run between steps
-      logits = cachedStep(model, cache, next.map((t) => [t]), seen.map((s) => [s.length - 1]), keyMask);
+      logits = cachedStep(model, cache, next.map((t) => [t]), seen.map((s) => [s.length - 1]), keyMask, o.adapters);
     }
   } finally {
     cache.dispose();

@@ -240,6 +240,11 @@ export class Decoder {
     return this.adapters.site(layer, where, false, 0);
   }
 
+  /** @internal Per-row adapters at a layer's site, stacked for the batched op (generation). */
+  batchedAdapterSite(names: (string | null)[], layer: number, where: 'mh' | 'output', tokensPerRow: number, scope: Scope) {
+    return this.adapters.batchedSite(names, layer, where, tokensPerRow, scope);
+  }
+
   /** @internal The rotary inverse frequencies on the model's device (null for learned positions). */
   ropeFrequencies(): Tensor | null {
     return this.invFreq;

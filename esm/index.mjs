@@ -15,8 +15,8 @@ export const {
   maskedSoftmax, maskedSoftmaxBackward, matmul, memoryBudget, memoryStats, mul, ones, packSft,
   padPackedBatch, padSftBatch, placeInHubCache, promptIds, rand, randn, randomFill, readExamples,
   readSftExamples, renderChat, resolveConfig, resolveModelDir, rmsNorm, rmsNormBackward, rope,
-  ropeBackward, rowSum, runDemo, saveAdapter, saveHead, scale, scaleInPlace, setMemoryBudget, sft,
-  softmaxCrossEntropy, stack, streamText, streamTokens, sub, sumOfSquares, synchronize, tensor,
-  train, transpose12, zeros,
+  ropeBackward, rowSum, runDemo, runLlmDemo, saveAdapter, saveHead, scale, scaleInPlace,
+  setMemoryBudget, sft, softmaxCrossEntropy, stack, streamText, streamTokens, sub, sumOfSquares,
+  synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -12,6 +12,7 @@ import { ownsAdapterEntry, warningPrinted } from './adapterhub/files';
 import { checkOutputPaths, NamedPath } from './outputPaths';
 import { ownsCheckpointEntry } from './train/checkpoint';
 import { runDemo } from './demo/run';
+import { runLlmDemo } from './demo/llm';
 import { LabelMap, readExamples } from './train/data';
 import { softmaxRows } from './train/metrics';
 import { Tokenizer } from './train/tokenizer';
@@ -368,13 +369,21 @@ export function makeProgram(): Command {
     });
 
   program.command('demo')
-    .description('train one adapter per task on all-MiniLM-L6-v2 (from the Hugging Face cache, else downloaded; else a built-in random-weight model) and route queries')
+    .description('train one adapter per task on all-MiniLM-L6-v2 (from the Hugging Face cache, else downloaded; else a built-in random-weight model) and route queries; '
+      + '`demo llm`: instruction-tune SmolLM2-135M-Instruct and generate before and after')
+    .argument('[kind]', "'llm' for the decoder demo")
+    .option('--steps <n>', 'llm: training steps', int)
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .option('--model <dir|id>', 'the backbone: a model directory or a hub id (default sentence-transformers/all-MiniLM-L6-v2)')
     .option('--random', 'use the built-in random-weight backbone only')
     .option('--no-compare', 'with a pre-trained backbone, skip the comparison run on the random one')
     .option('--out <dir>', 'where to write the demo backbone and adapters')
-    .action(async (o) => {
+    .action(async (kind: string | undefined, o) => {
+      if (kind === 'llm') {
+        await runLlmDemo({ device: o.device, model: o.model, steps: o.steps, out: o.out });
+        return;
+      }
+      if (kind !== undefined) throw new Error(`demo: unknown kind '${kind}' (omit it for the encoder demo, or 'llm')`);
       await runDemo({ device: o.device, outDir: o.out, model: o.random ? false : o.model, compareRandom: o.compare });
     });
 

@@ -49,5 +49,7 @@ export { train, evaluate } from './train/trainer';
 export type { TrainOptions, TrainResult } from './train/trainer';
 export type { Metrics } from './train/metrics';
 export { runDemo } from './demo/run';
+export { runLlmDemo } from './demo/llm';
+export type { LlmDemoReport, LlmDemoOptions } from './demo/llm';
 export { resolveModelDir, hubCacheDir, downloadFromHub, placeInHubCache } from './io/hub';
 export type { HubOptions } from './io/hub';

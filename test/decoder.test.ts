@@ -228,4 +228,43 @@ describe(`decoders (seed ${SEED})`, () => {
       for (const [k, v] of a.g) expectClose(b.g.get(k)!, v, 1e-4, 1e-6);
       model.dispose();
     });
+
+  for (const [arch, write] of [['llama', writeTinyLlama], ['gpt2', writeTinyGpt2]] as const)
+    for (const dtype of ['bfloat16', 'float16'] as const)
+      test(`${arch} in ${dtype} on the CPU: logits, loss and adapter gradients near float32's`, async () => {
+        const dir = write(dirOf(), SEED);
+        const models = [await loadDecoder(dir, { device: 'cpu' }), await loadDecoder(dir, { device: 'cpu', dtype })];
+        const inputs = { inputIds: [[0, 3, 14, 15, 92, 65], [35, 89, 79, 32, 38, 46]], attentionMask: [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]] };
+        const labels = [[-100, -100, 14, 15, 92, 65], [-100, 89, 79, 32, 38, 46]];
+        const res = models.map((m) => {
+          m.addAdapter('a', { config: 'par_bn', reductionFactor: 4 }, { seed: 2 });
+          for (const t of m.adapterParameters('a').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.sin(i + t.size) * 0.1));
+          m.trainAdapter('a');
+          for (const path of ['unfused', 'fused'] as const) m.attentionPath = path; // the fused CPU op runs in the last pass
+          const out = m.forward(inputs, { labels });
+          const logits = out.logits.toArray();
+          const loss = out.lossValue!;
+          m.backward(out);
+          out.dispose();
+          return { logits, loss, grads: m.grads() };
+        });
+        const V = models[0].config.vocabSize;
+        const real = (x: Float32Array) => x.filter((_, i) => inputs.attentionMask[Math.floor(i / (6 * V))][Math.floor(i / V) % 6] === 1);
+        // Half precision keeps ~3 significant digits per op; after several layers single logits drift by a few hundredths,
+        // so the check is on the whole: relative error of the real positions' logits, as for the gradients below.
+        const [lo, hi] = [real(res[0].logits), real(res[1].logits)];
+        const relLogits = Math.sqrt(lo.reduce((s2, v, i) => s2 + (v - hi[i]) ** 2, 0) / lo.reduce((s2, v) => s2 + v * v, 0));
+        expect(relLogits).toBeLessThan(dtype === 'bfloat16' ? 0.03 : 0.005); // measured ~0.007 and ~0.001
+        expect(hi.every(Number.isFinite)).toBe(true);
+        expect(Math.abs(res[1].loss - res[0].loss)).toBeLessThan(2e-2 * res[0].loss);
+        for (const [k, g] of res[0].grads) {
+          const a = g.toArray();
+          const b = res[1].grads.get(k)!.toArray();
+          const norm = Math.sqrt(a.reduce((s2, v) => s2 + v * v, 0));
+          expect(norm).toBeGreaterThan(0);
+          const diff = Math.sqrt(a.reduce((s2, v, i) => s2 + (v - b[i]) ** 2, 0));
+          expect({ k, rel: diff / norm < 0.1 }).toEqual({ k, rel: true });
+        }
+        for (const m of models) m.dispose();
+      });
 });

@@ -34,6 +34,7 @@ import {
   TimingPlan,
   Work,
 } from './bench';
+import { mulberry32 } from '../lib/core/random';
 
 // ---------------------------------------------------------------- configuration
 
@@ -354,13 +355,7 @@ const ADAPTER_COUNTS = [1, 8, 32];
 
 /** Seeded row → adapter assignment (mulberry32): the same on every run and device. */
 function randomAssignment(N: number, A: number, seed: number): Int32Array {
-  let a = seed >>> 0;
-  const next = (): number => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
+  const next = mulberry32(seed);
   return Int32Array.from({ length: N }, () => Math.floor(next() * A));
 }
 

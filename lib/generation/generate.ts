@@ -8,6 +8,7 @@ import { ChatMessage, renderChat } from '../train/chat';
 import type { Tokenizer } from '../train/tokenizer';
 import { tensor } from '../tensor';
 import { cachedStep, createCache } from './cached';
+import { mulberry32 as rng } from '../core/random';
 
 export interface GenerateOptions {
   /** Default 64. */
@@ -30,17 +31,6 @@ export interface GenerateOptions {
   adapters?: (string | null)[];
 }
 
-/** mulberry32: a small seeded generator, the same numbers on every platform. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The next token from one row of logits. */
 export function pickToken(logits: Float32Array, seen: Iterable<number>, o: GenerateOptions, rand: () => number): number {

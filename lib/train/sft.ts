@@ -13,6 +13,7 @@ import { checkOutputPaths } from '../outputPaths';
 import { hasCheckpoint, loadCheckpoint, optimizerCheckpoint, ownsCheckpointEntry, restoreOptimizer, saveCheckpoint } from './checkpoint';
 import { encodeSft, packSft, padPackedBatch, padSftBatch, readSftExamples, SftEncoded, SftExample, SftPacked } from './sftData';
 import { Tokenizer } from './tokenizer';
+import { mulberry32 } from '../core/random';
 
 export interface SftOptions {
   model: Decoder;
@@ -71,14 +72,7 @@ export interface SftResult {
 
 /** A permutation of 0..n-1 from a seed (mulberry32 + Fisher-Yates): the same on every run. */
 function permutation(n: number, seed: number): number[] {
-  let s = seed >>> 0;
-  const rnd = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const rnd = mulberry32(seed);
   const p = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(rnd() * (i + 1));

@@ -218,6 +218,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerNnOps(env, exports);
   registerOptimOps(env, exports);
   registerDecoderOps(env, exports);
+  registerGenerationOps(env, exports);
   return exports;
 }
 

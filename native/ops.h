@@ -9,6 +9,7 @@ void registerAdapterOps(Napi::Env env, Napi::Object exports);
 void registerNnOps(Napi::Env env, Napi::Object exports);
 void registerOptimOps(Napi::Env env, Napi::Object exports);
 void registerDecoderOps(Napi::Env env, Napi::Object exports);
+void registerGenerationOps(Napi::Env env, Napi::Object exports);
 
 // Runs a kernel call, turning a C++ exception into a JS Error named after the op.
 template <typename F>

@@ -9,8 +9,10 @@ import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../lib';
 import { smollm2GgufInReferenceEnv } from '../lib/demo/llm';
-import { cachedStep, createCache } from '../lib/generation/cached';
-import { tensor } from '../lib/tensor';
+import { decodeStep, prefill } from '../lib/generation/cached';
+import { PagedKVCache } from '../lib/generation/cache';
+import { sampleTokens, SAMPLE_PARAMS } from '../lib/generation/kernels';
+import { Tensor, tensor } from '../lib/tensor';
 import {
   BenchOptions, copyBandwidth, deviceKind, errorMessage, findTorchPython, formatTable, progress, runHeader, runPythonJson, sourceScript, Suite,
 } from './bench';
@@ -39,21 +41,21 @@ export const generateSuite: Suite = {
     const rows: Row[] = [];
     const ids = (B: number) => Array.from({ length: B }, (_, b) => Array.from({ length: PROMPT }, (_, t) => (7 * t + 13 * b + 1) % (V - 10) + 5));
     const ours = (B: number, adapters?: (string | null)[]): Row => {
-      const cache = createCache(model, B, PROMPT + NEW);
-      const mask = tensor(new Float32Array(B * (PROMPT + NEW)).fill(1), [B, PROMPT + NEW], { device });
+      const cache = PagedKVCache.forLengths(model, new Array(B).fill(PROMPT + NEW));
+      const greedy = tensor(new Float32Array(B * SAMPLE_PARAMS.length), [B, SAMPLE_PARAMS.length], { device }); // temperature 0
+      const argmax = (logits: Tensor) => {
+        const t = sampleTokens(logits, greedy);
+        logits.dispose();
+        const out = Array.from(t.toArray());
+        t.dispose();
+        return out;
+      };
       try {
-        const prompt = ids(B);
+        const seqs = Array.from({ length: B }, () => cache.add());
         const t0 = process.hrtime.bigint();
-        let logits = cachedStep(model, cache, prompt, prompt.map((r) => r.map((_, i) => i)), mask, adapters);
+        let next = argmax(prefill(model, cache, seqs, ids(B), adapters));
         const t1 = process.hrtime.bigint();
-        for (let s = 0; s < NEW; s++) {
-          const next = Array.from({ length: B }, (_, b) => {
-            let best = 0;
-            for (let v = 1; v < V; v++) if (logits[b * V + v] > logits[b * V + best]) best = v;
-            return [best];
-          });
-          logits = cachedStep(model, cache, next, next.map(() => [PROMPT + s]), mask, adapters);
-        }
+        for (let s = 0; s < NEW; s++) next = argmax(decodeStep(model, cache, seqs, next, adapters));
         const t2 = process.hrtime.bigint();
         return {
           who: `fused-adapters${adapters ? ' (a different adapter per row)' : ''}`, batch: B,
@@ -61,7 +63,7 @@ export const generateSuite: Suite = {
         };
       } finally {
         cache.dispose();
-        mask.dispose();
+        greedy.dispose();
       }
     };
     progress('generate: timing this package');

@@ -7,9 +7,9 @@ import * as os from 'os';
 import * as path from 'path';
 import { generate, generateText, loadDecoder, memoryStats, streamText, streamTokens, Tokenizer } from '../lib';
 import type { Decoder } from '../lib';
-import { cachedStep, createCache } from '../lib/generation/cached';
+import { decodeStep, prefill } from '../lib/generation/cached';
+import { PagedKVCache } from '../lib/generation/cache';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
-import { tensor } from '../lib/tensor';
 import { tinyChatTokenizerMetadata, writeTinyChatModel, writeTinyGpt2, writeTinyLlama } from './decoderFixture';
 import { expectClose } from './helpers';
 
@@ -49,24 +49,22 @@ describe(`generation (seed ${SEED})`, () => {
       const prompt = [5, 17, 3, 44, 90];
       const want = greedyRecompute(model, prompt, 12);
       // the cached path step by step, to compare logits too
-      const cache = createCache(model, 1, prompt.length + 12);
-      const mask = tensor(new Float32Array(prompt.length + 12).fill(1), [1, prompt.length + 12]);
-      const seq = [...prompt];
-      let logits = cachedStep(model, cache, [prompt], [prompt.map((_, i) => i)], mask);
+      const cache = new PagedKVCache(model, { pages: 7, pageSize: 3 }); // 17 tokens over pages of 3
+      const id = cache.add();
+      let logits = prefill(model, cache, [id], [prompt]);
       for (let i = 0; i < 12; i++) {
-        expectClose(logits, want.logits[i], 1e-4, 1e-5);
-        const next = want.tokens[i];
-        seq.push(next);
-        if (i < 11) logits = cachedStep(model, cache, [[next]], [[seq.length - 1]], mask);
+        expectClose(logits.toArray(), want.logits[i], 1e-4, 1e-5);
+        logits.dispose();
+        if (i < 11) logits = decodeStep(model, cache, [id], [want.tokens[i]]);
       }
+      expect(cache.length(id)).toBe(prompt.length + 11);
       cache.dispose();
-      mask.dispose();
       expect(await generate(model, [prompt], { maxNewTokens: 12 })).toEqual([want.tokens]);
       expect(cache.bytesPerToken).toBe(2 * model.config.numLayers * model.config.numKvHeads * model.config.headDim * 4);
       model.dispose();
     });
 
-  test('batched prompts of different lengths (left-padded) give each row what it gives alone', async () => {
+  test('batched prompts of different lengths (paged, right-padded prefill) give each row what it gives alone', async () => {
     const model = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
     const prompts = [[5, 17, 3], [8, 1, 44, 90, 12, 7], [60]];
     const together = await generate(model, prompts, { maxNewTokens: 8 });

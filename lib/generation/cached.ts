@@ -1,102 +1,125 @@
-// A decoder's forward for generation: inference only, with a KV cache. Each layer's keys and values
-// (after the rotary embedding) are written into one preallocated [B, kvHeads, Tmax, dh] block per
-// layer; the new tokens' queries attend to the filled part of it (the fused attention op over a
-// cache, CPU and CUDA). Prefill runs the prompt through once; every decode step then runs one token.
-import { attention, cacheWrite, embedding, rope, transpose12 } from '../nn';
+// A decoder's forward for generation: inference only, over the paged KV cache (cache.ts). prefill
+// runs each new sequence's prompt once (right-padded to the longest; causal attention over the
+// prompt's own keys, which are then written into the cache's pages); decodeStep runs one token per
+// sequence, attending over that sequence's cached keys with the decode attention kernel. Both return
+// the logits of each sequence's last token, [B, vocab] on the model's device, and leave the cache one
+// step further. Sequences in one call may run different adapters (rowAdapters).
+import { attention, embedding, rope, transpose12 } from '../nn';
 import { add, matmul } from '../ops';
 import { Scope } from '../core/scope';
-import { Tensor, empty, tensor } from '../tensor';
+import { Tensor, tensor } from '../tensor';
 import type { Decoder } from '../models/decoder/model';
 import { mlp, norm, proj, residual } from '../models/decoder/layers';
 import { adapterForwardBatched } from '../methods/bottleneck/functional';
+import { cacheScatter, decodeAttention } from './kernels';
+import type { PagedKVCache } from './cache';
 
-export interface KVCache {
-  /** Per layer: keys and values, [B, kvHeads, Tmax, headDim]. */
-  layers: { k: Tensor; v: Tensor }[];
-  /** Rows filled so far (the same for every sequence of the batch). */
-  length: number;
-  readonly capacity: number;
-  /** Bytes of one token's keys and values over all layers (one sequence). */
-  readonly bytesPerToken: number;
-  dispose(): void;
-}
-
-/** An empty cache for B sequences of up to `capacity` tokens. */
-export function createCache(model: Decoder, B: number, capacity: number): KVCache {
-  const c = model.config;
-  const layers = Array.from({ length: c.numLayers }, () => ({
-    k: empty([B, c.numKvHeads, capacity, c.headDim], { dtype: model.dtype, device: model.device }),
-    v: empty([B, c.numKvHeads, capacity, c.headDim], { dtype: model.dtype, device: model.device }),
-  }));
-  const elem = model.dtype === 'float32' ? 4 : 2;
-  return {
-    layers, length: 0, capacity,
-    bytesPerToken: 2 * c.numLayers * c.numKvHeads * c.headDim * elem,
-    dispose() {
-      for (const l of layers) {
-        l.k.dispose();
-        l.v.dispose();
-      }
-    },
-  };
-}
+/** What a layer's attention does with its projected q, k, v ([B, n, heads, dh], after RoPE): returns [B, n, Hq·dh]. */
+type Attend = (s: Scope, layer: number, q: Tensor, k: Tensor, v: Tensor) => Tensor;
 
 /**
- * Runs tokens ids [B][n] at positions pos [B][n] through the model with the cache (appending their keys
- * and values at cache.length), and returns the logits of each row's last token, [B, vocab] as a
- * Float32Array. keyMask [B, capacity] (1 = a real token) masks left padding. The active adapter of
- * the model runs at its sites; nothing is kept for a backward.
+ * Runs the prompts (token ids, each non-empty) of empty cache sequences `ids` through the model, writing
+ * their keys and values into the cache. Returns the last prompt token's logits per sequence.
  */
-export function cachedStep(
-  model: Decoder, cache: KVCache, ids: number[][], pos: number[][], keyMask: Tensor, rowAdapters?: (string | null)[],
-): Float32Array {
-  const cfg = model.config;
-  const B = ids.length;
-  const n = ids[0].length;
-  if (cache.length + n > cache.capacity) throw new Error(`generate: ${cache.length + n} tokens exceed the cache of ${cache.capacity}`);
+export function prefill(model: Decoder, cache: PagedKVCache, ids: number[], prompts: number[][], rowAdapters?: (string | null)[]): Tensor {
+  const B = prompts.length;
+  if (ids.length !== B) throw new Error(`prefill: ${ids.length} sequences for ${B} prompts`);
+  ids.forEach((id, b) => {
+    if (cache.length(id) !== 0) throw new Error(`prefill: sequence ${id} already holds ${cache.length(id)} tokens`);
+    if (!prompts[b].length) throw new Error(`prefill: prompt ${b} is empty`);
+  });
+  const n = Math.max(...prompts.map((p) => p.length));
+  for (const [b, id] of ids.entries()) cache.reserve(id, prompts[b].length);
+  const tokens = prompts.map((p) => [...p, ...new Array(n - p.length).fill(p[p.length - 1])]);
+  const positions = prompts.map(() => Array.from({ length: n }, (_, t) => t));
+  const lengths = prompts.map((p) => p.length);
   const s = new Scope();
   try {
-    const dev = model.device;
-    const [Hq, Hkv, dh] = [cfg.numHeads, cfg.numKvHeads, cfg.headDim];
-    const positions = s.t(tensor(pos.flat(), [B, n], { dtype: 'int32', device: dev }));
-    const w = model.weights;
-    let x = s.t(embedding(w.tokens, s.t(tensor(ids.flat(), [B, n], { dtype: 'int32', device: dev }))));
-    if (w.positions) x = s.t(add(x, s.t(embedding(w.positions, positions))));
-    const invFreq = model.ropeFrequencies();
-    const kvLength = cache.length + n;
-    w.layers.forEach((l, i) => {
-      const h = norm(s, cfg, x, l.norm1).out;
-      let q = s.t(proj(s, h, l.q).reshape([B, n, Hq, dh]));
-      let k = s.t(proj(s, h, l.k).reshape([B, n, Hkv, dh]));
-      const v = s.t(proj(s, h, l.v).reshape([B, n, Hkv, dh]));
-      if (invFreq) {
-        q = s.t(rope(q, positions, invFreq));
-        k = s.t(rope(k, positions, invFreq));
-      }
-      cacheWrite(cache.layers[i].k, s.t(transpose12(k)), cache.length);
-      cacheWrite(cache.layers[i].v, s.t(transpose12(v)), cache.length);
-      const a = attention(s.t(transpose12(q)), cache.layers[i].k, cache.layers[i].v, {
-        scale: 1 / Math.sqrt(dh), causal: true, kvLength, keyMask,
-      });
-      s.t(a.out);
+    const slots = s.t(cache.slots(ids, n, lengths));
+    const cfg = model.config;
+    const attend: Attend = (s, i, q, k, v) => {
+      const rows = (t: Tensor) => s.t(t.reshape([B * n, cfg.numKvHeads, cfg.headDim]));
+      cacheScatter(cache.layers[i].k, rows(k), slots);
+      cacheScatter(cache.layers[i].v, rows(v), slots);
+      // right padding: causal attention keeps every real token away from the padding after it
+      const a = attention(s.t(transpose12(q)), s.t(transpose12(k)), s.t(transpose12(v)), { scale: 1 / Math.sqrt(cfg.headDim), causal: true });
       s.t(a.lse);
-      const att = proj(s, s.t(s.t(transpose12(a.out)).reshape([B, n, Hq * dh])), l.o);
-      const site = (where: 'mh' | 'output', h: Tensor, res: Tensor) => (rowAdapters
-        ? perRowResidual(s, h, res, model.batchedAdapterSite(rowAdapters, i, where, n, s))
-        : residual(s, h, res, model.adapterSite(i, where)).out);
-      const A = site('mh', att, x);
-      const m = mlp(s, cfg, norm(s, cfg, A, l.norm2).out, l).out;
-      x = site('output', m, A);
-    });
-    cache.length = kvLength;
-    // the LM head on each row's last token only
-    const last = s.t(embedding(s.t(x.reshape([B * n, cfg.hiddenSize])),
-      s.t(tensor(Int32Array.from({ length: B }, (_, b) => b * n + n - 1), [B], { dtype: 'int32', device: dev }))));
-    const fin = norm(s, cfg, last, w.finalNorm).out;
-    return s.t(matmul(fin, w.lmHead, { transB: true })).toArray();
+      return s.t(s.t(transpose12(s.t(a.out))).reshape([B, n, cfg.numHeads * cfg.headDim]));
+    };
+    const logits = forward(model, s, tokens, positions, lengths, attend, rowAdapters);
+    ids.forEach((id, b) => cache.advance(id, lengths[b]));
+    return logits;
   } finally {
     s.dispose();
   }
+}
+
+/** One token per sequence (`tokens[b]` follows sequence ids[b]'s cached tokens); returns the new logits. */
+export function decodeStep(model: Decoder, cache: PagedKVCache, ids: number[], tokens: number[], rowAdapters?: (string | null)[]): Tensor {
+  const B = ids.length;
+  if (tokens.length !== B) throw new Error(`decodeStep: ${tokens.length} tokens for ${B} sequences`);
+  for (const id of ids) cache.reserve(id, 1);
+  const lengths = ids.map((id) => cache.length(id));
+  const s = new Scope();
+  try {
+    const cfg = model.config;
+    const slots = s.t(cache.slots(ids, 1));
+    const { table, maxPages } = cache.pageTable(ids);
+    s.t(table);
+    const seqLens = s.t(tensor(lengths.map((l) => l + 1), [B], { dtype: 'int32', device: model.device }));
+    const maxLength = Math.min(maxPages * cache.pageSize, Math.max(...lengths) + 1);
+    const attend: Attend = (s, i, q, k, v) => {
+      const kv = (t: Tensor) => s.t(t.reshape([B, cfg.numKvHeads, cfg.headDim]));
+      cacheScatter(cache.layers[i].k, kv(k), slots);
+      cacheScatter(cache.layers[i].v, kv(v), slots);
+      const out = s.t(decodeAttention(s.t(q.reshape([B, cfg.numHeads, cfg.headDim])), cache.layers[i].k, cache.layers[i].v,
+        table, seqLens, cache.pageSize, maxLength, { scale: 1 / Math.sqrt(cfg.headDim) }));
+      return s.t(out.reshape([B, 1, cfg.numHeads * cfg.headDim]));
+    };
+    const logits = forward(model, s, tokens.map((t) => [t]), lengths.map((l) => [l]), ids.map(() => 1), attend, rowAdapters);
+    for (const id of ids) cache.advance(id, 1);
+    return logits;
+  } finally {
+    s.dispose();
+  }
+}
+
+/** The layers over tokens [B][n] at positions [B][n]; the logits of token lengths[b] − 1 of each row. */
+function forward(
+  model: Decoder, s: Scope, ids: number[][], pos: number[][], lengths: number[], attend: Attend, rowAdapters?: (string | null)[],
+): Tensor {
+  const cfg = model.config;
+  const B = ids.length;
+  const n = ids[0].length;
+  const dev = model.device;
+  const [Hq, Hkv, dh] = [cfg.numHeads, cfg.numKvHeads, cfg.headDim];
+  const positions = s.t(tensor(pos.flat(), [B, n], { dtype: 'int32', device: dev }));
+  const w = model.weights;
+  let x = s.t(embedding(w.tokens, s.t(tensor(ids.flat(), [B, n], { dtype: 'int32', device: dev }))));
+  if (w.positions) x = s.t(add(x, s.t(embedding(w.positions, positions))));
+  const invFreq = model.ropeFrequencies();
+  w.layers.forEach((l, i) => {
+    const h = norm(s, cfg, x, l.norm1).out;
+    let q = s.t(proj(s, h, l.q).reshape([B, n, Hq, dh]));
+    let k = s.t(proj(s, h, l.k).reshape([B, n, Hkv, dh]));
+    const v = s.t(proj(s, h, l.v).reshape([B, n, Hkv, dh]));
+    if (invFreq) {
+      q = s.t(rope(q, positions, invFreq));
+      k = s.t(rope(k, positions, invFreq));
+    }
+    const att = proj(s, attend(s, i, q, k, v), l.o);
+    const site = (where: 'mh' | 'output', h: Tensor, res: Tensor) => (rowAdapters
+      ? perRowResidual(s, h, res, model.batchedAdapterSite(rowAdapters, i, where, n, s))
+      : residual(s, h, res, model.adapterSite(i, where)).out);
+    const A = site('mh', att, x);
+    const m = mlp(s, cfg, norm(s, cfg, A, l.norm2).out, l).out;
+    x = site('output', m, A);
+  });
+  // the LM head on each row's last real token only
+  const last = s.t(embedding(s.t(x.reshape([B * n, cfg.hiddenSize])),
+    s.t(tensor(lengths.map((len, b) => b * n + len - 1), [B], { dtype: 'int32', device: dev }))));
+  const fin = norm(s, cfg, last, w.finalNorm).out;
+  return matmul(fin, w.lmHead, { transB: true });
 }
 
 /**

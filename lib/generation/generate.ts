@@ -1,13 +1,17 @@
-// Text generation with a frozen decoder and (optionally) an adapter: prefill the prompts into a KV
-// cache, then one token per step, greedy or sampled (temperature, top-k, top-p, repetition penalty;
-// seeded, so the same seed gives the same text), stopping at end-of-sequence tokens, stop strings or
-// maxNewTokens. Prompts of different lengths are padded on the left. streamText yields each token as
-// it comes and lets the event loop run between steps; breaking out of it frees the cache.
+// Text generation with a frozen decoder and (optionally) an adapter: prefill the prompts into a paged
+// KV cache, then one token per step, greedy or sampled on the model's device (temperature, top-k,
+// top-p, repetition penalty; the uniform draws come from a seeded generator here, so the same seed
+// gives the same text on every device), stopping at end-of-sequence tokens, stop strings or
+// maxNewTokens. Prompts of different lengths take only their own pages; a finished sequence leaves
+// the batch. streamText yields each token as it comes and lets the event loop run between steps;
+// breaking out of it frees the cache.
 import type { Decoder } from '../models/decoder/model';
 import { ChatMessage, renderChat } from '../train/chat';
 import type { Tokenizer } from '../train/tokenizer';
-import { tensor } from '../tensor';
-import { cachedStep, createCache } from './cached';
+import { Tensor, tensor } from '../tensor';
+import { decodeStep, prefill } from './cached';
+import { PagedKVCache } from './cache';
+import { sampleTokens, SAMPLE_PARAMS } from './kernels';
 import { mulberry32 as rng } from '../core/random';
 
 export interface GenerateOptions {
@@ -32,48 +36,6 @@ export interface GenerateOptions {
 }
 
 
-/** The next token from one row of logits. */
-export function pickToken(logits: Float32Array, seen: Iterable<number>, o: GenerateOptions, rand: () => number): number {
-  const l = Float32Array.from(logits);
-  if (o.repetitionPenalty !== undefined && o.repetitionPenalty !== 1)
-    for (const id of new Set(seen)) l[id] = l[id] > 0 ? l[id] / o.repetitionPenalty : l[id] * o.repetitionPenalty;
-  const argmax = () => {
-    let best = 0;
-    for (let i = 1; i < l.length; i++) if (l[i] > l[best]) best = i;
-    return best;
-  };
-  const temperature = o.temperature ?? 0;
-  if (temperature <= 0) return argmax();
-  let ids = Array.from(l.keys());
-  if (o.topK !== undefined && o.topK > 0 && o.topK < ids.length) {
-    // the k largest without sorting the vocabulary: a partial selection
-    const kth = [...l].sort((a, b) => b - a)[o.topK - 1];
-    ids = ids.filter((i) => l[i] >= kth);
-  }
-  const mx = Math.max(...ids.map((i) => l[i]));
-  let probs = ids.map((i) => Math.exp((l[i] - mx) / temperature));
-  if (o.topP !== undefined && o.topP < 1) {
-    const order = ids.map((_, j) => j).sort((a, b) => probs[b] - probs[a]);
-    const total = probs.reduce((a, b) => a + b, 0);
-    let acc = 0;
-    const keep = new Set<number>();
-    for (const j of order) {
-      keep.add(j);
-      acc += probs[j] / total;
-      if (acc >= o.topP) break;
-    }
-    ids = ids.filter((_, j) => keep.has(j));
-    probs = probs.filter((_, j) => keep.has(j));
-  }
-  const total = probs.reduce((a, b) => a + b, 0);
-  let r = rand() * total;
-  for (let j = 0; j < ids.length; j++) {
-    r -= probs[j];
-    if (r <= 0) return ids[j];
-  }
-  return ids[ids.length - 1];
-}
-
 function checkOptions(o: GenerateOptions): void {
   const max = o.maxNewTokens ?? 64;
   if (!Number.isInteger(max) || max < 0) throw new Error(`generate: maxNewTokens must be a non-negative integer, got ${max}`);
@@ -97,49 +59,76 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
   const maxNew = o.maxNewTokens ?? 64;
   const B = prompts.length;
   const Tp = Math.max(...prompts.map((p) => p.length));
-  const capacity = Tp + maxNew;
   const limit = model.config.family === 'gpt2' ? model.config.maxPositions : Number.MAX_SAFE_INTEGER;
   if (Tp + maxNew > limit) throw new Error(`generate: ${Tp} prompt tokens + ${maxNew} new ones exceed the model's ${limit} positions`);
   if (o.adapters !== undefined && (!Array.isArray(o.adapters) || o.adapters.length !== prompts.length))
     throw new Error(`generate: adapters must hold one adapter name (or null) per prompt (${prompts.length})`);
   if (o.adapters !== undefined && o.adapter !== undefined) throw new Error('generate: pass adapter or adapters, not both');
+  if (maxNew === 0) return;
   const previous = model.active;
   if (o.adapter !== undefined) model.setActiveAdapter(o.adapter);
-  const cache = createCache(model, B, capacity);
-  const mask = new Float32Array(B * capacity).fill(1);
-  prompts.forEach((p, b) => mask.fill(0, b * capacity, b * capacity + (Tp - p.length))); // left padding
-  const keyMask = tensor(mask, [B, capacity], { device: model.device });
+  const cache = PagedKVCache.forLengths(model, prompts.map((p) => p.length + maxNew));
   const rand = rng(o.seed ?? 0);
   const eos = new Set(o.eos ?? []);
   const seen = prompts.map((p) => [...p]);
-  const done = new Array(B).fill(false);
   try {
-    if (maxNew === 0) return;
-    // prefill: every prompt, left-padded, positions counting real tokens
-    const ids = prompts.map((p) => [...new Array(Tp - p.length).fill(p[0]), ...p]);
-    const pos = prompts.map((p) => [...new Array(Tp - p.length).fill(0), ...p.map((_, i) => i)]);
-    let logits = cachedStep(model, cache, ids, pos, keyMask, o.adapters);
-    const V = model.config.vocabSize;
-    for (let step = 0; step < maxNew; step++) {
-      const next = new Array<number>(B);
-      for (let b = 0; b < B; b++) {
-        if (done[b]) {
-          next[b] = seen[b][seen[b].length - 1];
-          continue;
-        }
-        next[b] = pickToken(logits.subarray(b * V, (b + 1) * V), seen[b], o, rand);
-        seen[b].push(next[b]);
-        yield { row: b, token: next[b] };
-        if (eos.has(next[b])) done[b] = true;
+    let rows = prompts.map((_, b) => b); // the running rows, in order
+    const seqs = rows.map(() => cache.add());
+    const adaptersOf = (rs: number[]) => (o.adapters ? rs.map((b) => o.adapters![b]) : undefined);
+    let logits = prefill(model, cache, seqs, prompts, o.adapters);
+    for (let step = 0; ; step++) {
+      let next: number[];
+      try {
+        next = pick(logits, rows.map((b) => seen[b]), o, rand);
+      } finally {
+        logits.dispose();
       }
-      if (done.every(Boolean) || step + 1 === maxNew) break;
+      const still: number[] = [];
+      for (const [j, b] of rows.entries()) {
+        seen[b].push(next[j]);
+        yield { row: b, token: next[j] };
+        if (!eos.has(next[j])) still.push(j);
+      }
+      if (!still.length || step + 1 === maxNew) break;
+      for (const [j, id] of seqs.entries()) if (!still.includes(j)) cache.release(id);
+      rows = still.map((j) => rows[j]);
+      seqs.splice(0, seqs.length, ...still.map((j) => seqs[j]));
       await new Promise((resolve) => setImmediate(resolve)); // let the event loop run between steps
-      logits = cachedStep(model, cache, next.map((t) => [t]), seen.map((s) => [s.length - 1]), keyMask, o.adapters);
+      logits = decodeStep(model, cache, seqs, still.map((j) => next[j]), adaptersOf(rows));
     }
   } finally {
     cache.dispose();
-    keyMask.dispose();
     if (o.adapter !== undefined) model.setActiveAdapter(previous);
+  }
+}
+
+/** The next token of each row from its logits [B, V], sampled on their device (see kernels.ts). */
+function pick(logits: Tensor, seen: number[][], o: GenerateOptions, rand: () => number): number[] {
+  const B = seen.length;
+  const params = new Float32Array(B * SAMPLE_PARAMS.length);
+  const pen = o.repetitionPenalty ?? 1;
+  for (let b = 0; b < B; b++)
+    params.set([o.temperature ?? 0, o.topK ?? 0, o.topP ?? 1, pen, rand()], b * SAMPLE_PARAMS.length);
+  const dev = logits.device;
+  const p = tensor(params, [B, SAMPLE_PARAMS.length], { device: dev });
+  let ids: Tensor | undefined;
+  if (pen !== 1) {
+    const uniq = seen.map((s) => [...new Set(s)]);
+    const P = Math.max(1, ...uniq.map((u) => u.length));
+    const flat = new Int32Array(B * P).fill(-1);
+    uniq.forEach((u, b) => flat.set(u, b * P));
+    ids = tensor(flat, [B, P], { dtype: 'int32', device: dev });
+  }
+  try {
+    const t = sampleTokens(logits, p, ids);
+    const out = Array.from(t.toArray());
+    t.dispose();
+    const bad = out.findIndex((x) => x < 0);
+    if (bad >= 0) throw new Error(`generate: the logits of row ${bad} hold no finite value`);
+    return out;
+  } finally {
+    p.dispose();
+    ids?.dispose();
   }
 }
 

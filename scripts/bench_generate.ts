@@ -2,9 +2,12 @@
 // GGUF, or --model), at batch 1 and at batch 16 with a different adapter per row, against
 // transformers' generate with a static cache on the same dequantized weights (the reference Python,
 // --python) and, where it is installed (FA_NODE_LLAMA_CPP or node_modules), node-llama-cpp on the
-// same GGUF file (quantized: its precision differs, the table says so), in the same run.
+// same GGUF file and on an F32 GGUF of the same weights (scripts/gguf_to_f32.py: equal precision), at
+// batch 1 and 16, in the same run.
 // Floors: a decode step must read every weight once (bytes at the measured copy bandwidth); a
 // prefill must do 2·params FLOPs per token.
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { loadDecoder } from '../lib';
@@ -89,7 +92,9 @@ export const generateSuite: Suite = {
       const spec = process.env.FA_NODE_LLAMA_CPP ?? 'node-llama-cpp';
       const llama = await (new Function('s', 'return import(s)') as (s: string) => Promise<Record<string, unknown>>)(spec);
       progress('generate: timing node-llama-cpp');
-      rows.push(...await nodeLlamaCpp(llama, gguf));
+      const files = [{ file: gguf, label: 'the quantized file' }];
+      if (python) files.unshift({ file: f32Gguf(gguf, python), label: 'F32 GGUF: equal precision' });
+      rows.push(...await nodeLlamaCpp(llama, files));
     } catch (e) {
       rows.push({ who: 'node-llama-cpp', batch: 0, note: `not measured: ${errorMessage(e)}` });
     }
@@ -108,24 +113,54 @@ export const generateSuite: Suite = {
   },
 };
 
-/** node-llama-cpp on the same GGUF (its own quantized kernels), batch 1: prefill and decode tokens/s. */
-async function nodeLlamaCpp(m: Record<string, unknown>, gguf: string): Promise<Row[]> {
-  const getLlama = m.getLlama as (o?: object) => Promise<{ loadModel(o: object): Promise<{ createContext(o?: object): Promise<{ getSequence(): unknown; dispose(): Promise<void> }>; tokenize(t: string): number[]; dispose(): Promise<void> }> }>;
+type LlamaSeq = { evaluate(tokens: number[], o?: object): AsyncIterable<number> };
+type LlamaCtx = { getSequence(): LlamaSeq; dispose(): Promise<void> };
+type LlamaModel = { createContext(o?: object): Promise<LlamaCtx>; dispose(): Promise<void> };
+
+/**
+ * node-llama-cpp on a GGUF file (its own CPU kernels), batch 1 and 16: B sequences of one context
+ * evaluated at once (its scheduler batches them into one eval per step). Prefill tokens/s counts
+ * until every sequence has its first token; decode, the tokens after that.
+ */
+async function nodeLlamaCpp(m: Record<string, unknown>, files: { file: string; label: string }[]): Promise<Row[]> {
+  const getLlama = m.getLlama as (o?: object) => Promise<{ loadModel(o: object): Promise<LlamaModel> }>;
   const llama = await getLlama({ gpu: false });
-  const model = await llama.loadModel({ modelPath: gguf });
-  const ctx = await model.createContext({ contextSize: PROMPT + NEW + 8, threads: os.cpus().length });
-  const seq = ctx.getSequence() as { evaluate(tokens: number[], o?: object): AsyncIterable<number> };
-  const tokens = Array.from({ length: PROMPT }, (_, t) => (7 * t + 1) % 49000 + 5);
-  const t0 = process.hrtime.bigint();
-  let first = 0;
-  let n = 0;
-  for await (const tok of seq.evaluate(tokens, { temperature: 0 })) {
-    if (n === 0) first = Number(process.hrtime.bigint() - t0) / 1e9;
-    if (++n >= NEW) break;
-    void tok;
+  const rows: Row[] = [];
+  for (const { file, label } of files) {
+    const model = await llama.loadModel({ modelPath: file });
+    for (const B of [1, 16]) {
+      const ctx = await model.createContext({ contextSize: B * (PROMPT + NEW + 8), sequences: B, batchSize: B * PROMPT, threads: os.cpus().length });
+      const t0 = process.hrtime.bigint();
+      const firsts: number[] = [];
+      await Promise.all(Array.from({ length: B }, async (_, b) => {
+        const seq = ctx.getSequence();
+        const tokens = Array.from({ length: PROMPT }, (_, t) => (7 * t + 13 * b + 1) % 49000 + 5);
+        let n = 0;
+        for await (const tok of seq.evaluate(tokens, { temperature: 0 })) {
+          if (n === 0) firsts.push(Number(process.hrtime.bigint() - t0) / 1e9);
+          if (++n >= NEW) break;
+          void tok;
+        }
+      }));
+      const total = Number(process.hrtime.bigint() - t0) / 1e9;
+      const first = Math.max(...firsts);
+      await ctx.dispose();
+      rows.push({ who: `node-llama-cpp (${label})`, batch: B, prefillTokS: (B * PROMPT) / first, decodeTokS: (B * (NEW - 1)) / (total - first) });
+    }
+    await model.dispose();
   }
-  const total = Number(process.hrtime.bigint() - t0) / 1e9;
-  await ctx.dispose();
-  await model.dispose();
-  return [{ who: 'node-llama-cpp (Q4_1/Q8_0 kernels)', batch: 1, prefillTokS: PROMPT / first, decodeTokS: (NEW - 1) / (total - first), note: 'quantized weights: not equal precision' }];
+  return rows;
+}
+
+/** The GGUF with every tensor in F32 (scripts/gguf_to_f32.py with the reference Python), made once and kept in the cache. */
+function f32Gguf(gguf: string, python: string): string {
+  const dir = path.join(process.env.FA_CACHE_DIR ?? path.join(os.homedir(), '.cache', 'fused-adapters'), 'bench');
+  const out = path.join(dir, `${path.basename(gguf, '.gguf')}.F32.gguf`);
+  if (fs.existsSync(out)) return out;
+  fs.mkdirSync(dir, { recursive: true });
+  const tmp = `${out}.${process.pid}.tmp`;
+  const res = spawnSync(python, [sourceScript('gguf_to_f32.py'), gguf, tmp], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (res.status !== 0) throw new Error(`gguf_to_f32.py failed (${res.status ?? res.signal})`);
+  fs.renameSync(tmp, out);
+  return out;
 }

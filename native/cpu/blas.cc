@@ -16,6 +16,9 @@ static_assert(std::is_same<decltype(&cblas_sgemm),
                            void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, CBLAS_TRANSPOSE, int, int, int, float, const float*,
                                     int, const float*, int, float, float*, int)>::value,
               "cblas_sgemm's signature differs from blas.h (an ILP64 BLAS?)");
+static_assert(std::is_same<decltype(&cblas_sgemv), void (*)(CBLAS_ORDER, CBLAS_TRANSPOSE, int, int, float, const float*, int,
+                                                            const float*, int, float, float*, int)>::value,
+              "cblas_sgemv's signature differs from blas.h");
 #endif
 
 namespace fa {
@@ -49,6 +52,7 @@ HostBlas load() {
       continue;
     }
     b.sgemm = f;
+    b.sgemv = reinterpret_cast<CblasSgemv>(dlsym(h, "cblas_sgemv"));
     b.name = list[i].name;
     return b;  // kept open for the life of the process
   }

@@ -9,12 +9,17 @@ namespace cpu {
 using CblasSgemm = void (*)(int order, int transA, int transB, int M, int N, int K, float alpha, const float* A,
                             int lda, const float* B, int ldb, float beta, float* C, int ldc);
 
+// cblas_sgemv's: y = alpha·op(A)·x + beta·y.
+using CblasSgemv = void (*)(int order, int transA, int M, int N, float alpha, const float* A, int lda, const float* x,
+                            int incX, float beta, float* y, int incY);
+
 constexpr int kCblasRowMajor = 101;
 constexpr int kCblasNoTrans = 111;
 constexpr int kCblasTrans = 112;
 
 struct HostBlas {
   CblasSgemm sgemm = nullptr;  // null: no usable BLAS, GEMM runs the portable loop
+  CblasSgemv sgemv = nullptr;  // one-row products (decoding a token) read the matrix once, unpacked
   const char* name = nullptr;  // "openblas", "blis", "mkl", "cblas"; null when none
 };
 

@@ -17,7 +17,14 @@ namespace {
 // C = alpha * op(A) op(B) + beta * C, fp32, row-major, one matrix.
 void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
            float beta, float* C, int ldc) {
-  if (CblasSgemm blas = hostBlas().sgemm) {
+  const HostBlas& hb = hostBlas();
+  if (M == 1 && hb.sgemv) {
+    // one row of C = op(B)ᵀ · (row 0 of op(A)): a GEMV reads B once, where a GEMM would pack it first
+    hb.sgemv(kCblasRowMajor, tB ? kCblasNoTrans : kCblasTrans, tB ? N : K, tB ? K : N, alpha, B, ldb, A, tA ? lda : 1, beta,
+             C, 1);
+    return;
+  }
+  if (CblasSgemm blas = hb.sgemm) {
     blas(kCblasRowMajor, tA ? kCblasTrans : kCblasNoTrans, tB ? kCblasTrans : kCblasNoTrans, M, N, K, alpha, A, lda, B,
          ldb, beta, C, ldc);
     return;

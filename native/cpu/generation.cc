@@ -61,6 +61,7 @@ void decodeAttention(DType t, const void* q, const void* kPool, const void* vPoo
         for (size_t g = 0; g < G; g++) {
           const float* qg = &qs[g * D];
           float dot = 0;
+#pragma omp simd reduction(+ : dot)
           for (size_t d = 0; d < D; d++) dot += qg[d] * k[d];
           sc[g * (j1 - j0) + (j - j0)] = s.scale * dot;
         }

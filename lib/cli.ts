@@ -237,8 +237,10 @@ export function makeProgram(): Command {
     }, 0)
     .option('--top-k <n>', 'sample from the k most likely tokens', int)
     .option('--top-p <x>', 'sample from the smallest set of tokens with this probability', float)
+    .option('--repetition-penalty <x>', 'make tokens already in the text less likely (> 1)', float)
     .option('--seed <n>', 'sampling seed', int, 0)
     .option('--stop <text>', 'stop at this text (repeatable)', collect, [])
+    .option('--stats', 'print tokens/s and KV-cache memory to stderr at the end')
     .option('--device <device>', 'cpu | cuda | cuda:N', device);
 
   async function openDecoder(o: { model: string; device?: string; adapter?: string }): Promise<{ model: Decoder; tokenizer: Tokenizer }> {
@@ -255,7 +257,11 @@ export function makeProgram(): Command {
   }
   const genOpts = (o: Record<string, unknown>): GenerateOptions => ({
     maxNewTokens: o.maxNewTokens as number, temperature: o.temperature as number, topK: o.topK as number | undefined,
-    topP: o.topP as number | undefined, seed: o.seed as number, stop: o.stop as string[],
+    topP: o.topP as number | undefined, repetitionPenalty: o.repetitionPenalty as number | undefined, seed: o.seed as number,
+    stop: o.stop as string[],
+    onStats: o.stats ? (st) => console.error(`[${st.promptTokens} prompt tokens in ${st.prefillSeconds.toFixed(2)} s; `
+      + `${st.newTokens} new tokens, ${(Math.max(st.newTokens - 1, 0) / Math.max(st.decodeSeconds, 1e-9)).toFixed(1)} tokens/s decoding; `
+      + `KV cache ${(st.cacheBytesPerToken / 1024).toFixed(1)} KiB per token, ${(st.cacheBytes / 2 ** 20).toFixed(1)} MiB held]`) : undefined,
   });
 
   generationOptions(program.command('generate')

@@ -34,7 +34,7 @@ export { Tokenizer } from './train/tokenizer';
 export { renderChat, chatTemplateOf } from './train/chat';
 export { sft, evaluateSft } from './train/sft';
 export { generate, generateText, streamText, streamTokens, promptIds } from './generation/generate';
-export type { GenerateOptions } from './generation/generate';
+export type { GenerateOptions, GenerateStats } from './generation/generate';
 export { prefill, decodeStep } from './generation/cached';
 export { PagedKVCache } from './generation/cache';
 export type { PagedCacheOptions } from './generation/cache';

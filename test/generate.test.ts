@@ -6,7 +6,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { generate, generateText, loadDecoder, memoryStats, streamText, streamTokens, Tokenizer } from '../lib';
-import type { Decoder } from '../lib';
+import type { Decoder, GenerateStats } from '../lib';
 import { decodeStep, prefill } from '../lib/generation/cached';
 import { PagedKVCache } from '../lib/generation/cache';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
@@ -64,10 +64,16 @@ describe(`generation (seed ${SEED})`, () => {
       model.dispose();
     });
 
-  test('batched prompts of different lengths (paged, right-padded prefill) give each row what it gives alone', async () => {
+  test('batched prompts of different lengths (paged, right-padded prefill) give each row what it gives alone; stats are reported', async () => {
     const model = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' });
     const prompts = [[5, 17, 3], [8, 1, 44, 90, 12, 7], [60]];
-    const together = await generate(model, prompts, { maxNewTokens: 8 });
+    const stats: GenerateStats[] = [];
+    const together = await generate(model, prompts, { maxNewTokens: 8, onStats: (st) => stats.push(st) });
+    expect(stats).toHaveLength(1);
+    const c = model.config;
+    expect(stats[0]).toMatchObject({ promptTokens: 10, newTokens: together.flat().length, cacheBytesPerToken: 2 * c.numLayers * c.numKvHeads * c.headDim * 4 });
+    // pages of 16 for 3 + 8, 6 + 8 and 1 + 8 tokens: one page each
+    expect(stats[0].cacheBytes).toBe(3 * 16 * stats[0].cacheBytesPerToken);
     for (let i = 0; i < prompts.length; i++) expect(together[i]).toEqual((await generate(model, [prompts[i]], { maxNewTokens: 8 }))[0]);
     model.dispose();
   });
@@ -148,6 +154,9 @@ describe(`generation (seed ${SEED})`, () => {
     expect(c.status).toBe(0);
     expect(c.stdout.split('\n')[0]).toBe(wantChat);
     expect(c.stdout.split('\n')).toHaveLength(3); // two answers and the final newline
+    const st = spawnSync(process.execPath, [CLI, 'generate', '--model', dir, '--max-new-tokens', '8', '--stats', '--repetition-penalty', '1.3', 'the', 'tea'], { encoding: 'utf8', env });
+    expect(st.status).toBe(0);
+    expect(st.stderr).toMatch(/^\[\d+ prompt tokens in [\d.]+ s; \d+ new tokens, [\d.]+ tokens\/s decoding; KV cache [\d.]+ KiB per token, [\d.]+ MiB held\]\n$/);
     const empty = spawnSync(process.execPath, [CLI, 'generate', '--model', dir], { encoding: 'utf8', env, input: '' });
     expect(empty.status).toBe(1);
     expect(empty.stderr).toMatch(/the prompt is empty/);

@@ -33,6 +33,19 @@ export interface GenerateOptions {
   adapter?: string | null;
   /** One adapter per prompt (null: none), all in one batch through the batched adapter op. */
   adapters?: (string | null)[];
+  /** Called once when generation ends (also when the caller stops early): timings and cache memory. */
+  onStats?: (stats: GenerateStats) => void;
+}
+
+export interface GenerateStats {
+  promptTokens: number;
+  newTokens: number;
+  /** Seconds of the prefill (the prompts) and of the decode steps after it. */
+  prefillSeconds: number;
+  decodeSeconds: number;
+  /** KV-cache bytes of one token (keys and values, all layers), and the cache's whole preallocated pool. */
+  cacheBytesPerToken: number;
+  cacheBytes: number;
 }
 
 
@@ -71,6 +84,10 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
   const rand = rng(o.seed ?? 0);
   const eos = new Set(o.eos ?? []);
   const seen = prompts.map((p) => [...p]);
+  const clock = () => Number(process.hrtime.bigint()) / 1e9;
+  const t0 = clock();
+  let t1 = t0;
+  let produced = 0;
   try {
     let rows = prompts.map((_, b) => b); // the running rows, in order
     const seqs = rows.map(() => cache.add());
@@ -83,6 +100,8 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
       } finally {
         logits.dispose();
       }
+      if (step === 0) t1 = clock();
+      produced += next.length;
       const still: number[] = [];
       for (const [j, b] of rows.entries()) {
         seen[b].push(next[j]);
@@ -97,8 +116,13 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
       logits = decodeStep(model, cache, seqs, still.map((j) => next[j]), adaptersOf(rows));
     }
   } finally {
+    const end = clock();
     cache.dispose();
     if (o.adapter !== undefined) model.setActiveAdapter(previous);
+    o.onStats?.({
+      promptTokens: prompts.reduce((a, p) => a + p.length, 0), newTokens: produced, prefillSeconds: t1 - t0,
+      decodeSeconds: end - t1, cacheBytesPerToken: cache.bytesPerToken, cacheBytes: cache.bytesPerToken * cache.pages * cache.pageSize,
+    });
   }
 }
 

@@ -23,6 +23,9 @@ import { streamText, GenerateOptions } from './generation/generate';
 import type { ChatMessage } from './train/chat';
 import type { Decoder } from './models/decoder/model';
 import { createInterface } from 'readline';
+import { openServedModel } from './serve/open';
+import { createServer } from './serve/server';
+import { AdapterLibrary } from './serve/library';
 
 function int(v: string): number {
   const n = Number(v);
@@ -372,6 +375,38 @@ export function makeProgram(): Command {
         for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
       }
       console.log(model.summary());
+    });
+
+  program.command('serve')
+    .description('serve a frozen model with a library of adapters over HTTP (batched across adapters; /metrics, /openapi.json)')
+    .requiredOption('--model <dir|id|file.gguf>', 'encoder or decoder: model directory, Hugging Face hub repo id, or a GGUF file')
+    .requiredOption('--adapters <dir>', 'the adapter library: one folder per adapter (name or name@version)')
+    .option('--port <n>', 'port (0: any free one)', int, 8080)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .option('--device <device>', 'cpu | cuda | cuda:N', device)
+    .option('--max-batch <n>', 'rows per batch at most', int, 64)
+    .option('--max-wait-ms <n>', 'how long a request waits for others to batch with', int, 5)
+    .option('--cache-adapters <n>', 'adapters loaded at once at most (least recently used ones are unloaded)', int, 32)
+    .option('--cache-tokens <n>', 'decoders: KV-cache tokens over all running requests', int, 16384)
+    .option('--admin-token <token>', 'enables POST/DELETE /v1/adapters for requests with this bearer token (or FUSED_ADAPTERS_ADMIN_TOKEN)')
+    .option('--quiet', 'no request logs')
+    .action(async (o) => {
+      const { model, tokenizer } = await openServedModel(modelSource(o.model), o.device ?? defaultDevice());
+      const app = await createServer({
+        model, tokenizer, library: new AdapterLibrary(mustExist(o.adapters, 'adapter library')), maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs,
+        cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens, adminToken: o.adminToken ?? process.env.FUSED_ADAPTERS_ADMIN_TOKEN,
+        logger: o.quiet ? false : { level: 'info' },
+      });
+      const address = await app.listen({ port: o.port, host: o.host });
+      console.error(`fused-adapters serve: ${model.modelName} on ${address} (${model.device})`);
+      const stop = async (sig: string) => {
+        console.error(`fused-adapters serve: ${sig}: finishing in-flight requests`);
+        await app.close();
+        model.dispose();
+        process.exit(0);
+      };
+      process.once('SIGINT', () => void stop('SIGINT'));
+      process.once('SIGTERM', () => void stop('SIGTERM'));
     });
 
   program.command('demo')

@@ -128,16 +128,23 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
 
 /** The next token of each row from its logits [B, V], sampled on their device (see kernels.ts). */
 function pick(logits: Tensor, seen: number[][], o: GenerateOptions, rand: () => number): number[] {
-  const B = seen.length;
+  return sampleRows(logits, seen.map((s) => ({ options: o, seen: s, u: rand() })));
+}
+
+/**
+ * One token per row of logits [B, V] on their device, each row with its own options, earlier tokens
+ * (for the repetition penalty) and uniform draw u ∈ [0, 1). Throws when a row has no finite logit.
+ */
+export function sampleRows(logits: Tensor, rows: { options: GenerateOptions; seen: number[]; u: number }[]): number[] {
+  const B = rows.length;
   const params = new Float32Array(B * SAMPLE_PARAMS.length);
-  const pen = o.repetitionPenalty ?? 1;
-  for (let b = 0; b < B; b++)
-    params.set([o.temperature ?? 0, o.topK ?? 0, o.topP ?? 1, pen, rand()], b * SAMPLE_PARAMS.length);
+  rows.forEach(({ options: o, u }, b) =>
+    params.set([o.temperature ?? 0, o.topK ?? 0, o.topP ?? 1, o.repetitionPenalty ?? 1, u], b * SAMPLE_PARAMS.length));
   const dev = logits.device;
   const p = tensor(params, [B, SAMPLE_PARAMS.length], { device: dev });
   let ids: Tensor | undefined;
-  if (pen !== 1) {
-    const uniq = seen.map((s) => [...new Set(s)]);
+  if (rows.some((r) => (r.options.repetitionPenalty ?? 1) !== 1)) {
+    const uniq = rows.map((r) => ((r.options.repetitionPenalty ?? 1) !== 1 ? [...new Set(r.seen)] : []));
     const P = Math.max(1, ...uniq.map((u) => u.length));
     const flat = new Int32Array(B * P).fill(-1);
     uniq.forEach((u, b) => flat.set(u, b * P));
@@ -154,6 +161,11 @@ function pick(logits: Tensor, seen: number[][], o: GenerateOptions, rand: () => 
     p.dispose();
     ids?.dispose();
   }
+}
+
+/** Throws on options generate does not take. */
+export function checkGenerateOptions(o: GenerateOptions): void {
+  checkOptions(o);
 }
 
 /** Generates from token-id prompts; returns each row's new token ids (EOS included when reached). */

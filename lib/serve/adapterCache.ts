@@ -6,7 +6,10 @@ import type { Backbone } from '../models/bert/model';
 import type { Decoder } from '../models/decoder/model';
 import type { AdapterLibrary, LibraryEntry } from './library';
 
+/** The adapter was trained on another backbone (its weight hash differs). */
 export class RefusedAdapterError extends Error {}
+/** The adapter's files could not be loaded (corrupt, or not fitting the model). */
+export class AdapterLoadError extends Error {}
 
 export interface CacheEvents {
   hit(ref: string): void;
@@ -58,7 +61,12 @@ export class AdapterCache {
           + `this server's backbone (${this.model.modelName}) has ${this.model.weightHash.slice(0, 16)}…`);
       this.makeRoom();
       const key = `lib${++this.counter}_${entry.name.replace(/[^A-Za-z0-9_]/g, '_')}`;
-      const r = this.model.loadAdapter(entry.dir, { loadAs: key });
+      let r;
+      try {
+        r = this.model.loadAdapter(entry.dir, { loadAs: key });
+      } catch (e) {
+        throw new AdapterLoadError(`adapter ${entry.ref} could not be loaded: ${(e as Error).message}`);
+      }
       l = { key, stamp: entry.stamp, labels: r.labels, uses: 0 };
       this.loaded.set(entry.ref, l);
     }

@@ -11,7 +11,7 @@ import type { Tokenizer } from '../train/tokenizer';
 import { promptIds } from '../generation/generate';
 import type { ChatMessage } from '../train/chat';
 import { AdapterLibrary, LibraryEntry } from './library';
-import { AdapterCache, RefusedAdapterError } from './adapterCache';
+import { AdapterCache, AdapterLoadError, RefusedAdapterError } from './adapterCache';
 import { ServeMetrics } from './metrics';
 import { EncoderService } from './encoderService';
 import { DecoderEngine } from './decoderEngine';
@@ -37,6 +37,16 @@ class HttpError extends Error {
   constructor(readonly status: number, message: string) {
     super(message);
   }
+}
+
+/** 4xx for what the request (or the adapter it names) got wrong, 500 for the rest. */
+function statusOf(err: unknown): number {
+  const e = err as Error & { statusCode?: number; validation?: unknown };
+  if (e instanceof HttpError) return e.status;
+  if (e instanceof RefusedAdapterError) return 409;
+  if (e instanceof AdapterLoadError) return 422;
+  if (e.validation) return 400;
+  return e.statusCode && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
 }
 
 const textOrTexts = {
@@ -66,7 +76,8 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
   const { model, tokenizer, library } = o;
   const isDecoder = model instanceof Decoder;
   const metrics = new ServeMetrics();
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 1 << 20 });
+  // no type coercion: a number where a string belongs is a 400, not the string "5"
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 1 << 20, ajv: { customOptions: { coerceTypes: false } }, forceCloseConnections: 'idle' });
   await app.register(swagger, { openapi: { info: { title: 'fused-adapters', version: '1' } } });
   library.scan();
   const cache = new AdapterCache(model, library, o.cacheAdapters ?? 32, {
@@ -90,6 +101,15 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
     }
   }
 
+  // Responses finished while closing end their keep-alive connection, so close() does not wait for
+  // Fastify's 72 s keep-alive timeout on them.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onSend', async (_req, reply) => {
+    if (closing) void reply.header('connection', 'close');
+  });
   app.addHook('onClose', async () => {
     if (timer) clearInterval(timer);
     await encoder?.batcher.drain();
@@ -98,7 +118,7 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
   });
 
   app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, _req, reply) => {
-    const status = err instanceof HttpError ? err.status : err instanceof RefusedAdapterError ? 409 : err.validation ? 400 : err.statusCode && err.statusCode < 500 ? err.statusCode : 500;
+    const status = statusOf(err);
     if (status >= 500) app.log.error(err);
     void reply.status(status).send({ error: { message: err.message, status } });
   });
@@ -112,15 +132,15 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
 
   /** Runs f with the adapter loaded and held, counting the request, its errors and latency under the adapter's ref. */
   async function withAdapter<T>(endpoint: string, ref: string | null, f: (a: { key: string | null; labels?: string[]; group: string }) => Promise<T>): Promise<T> {
-    const label = ref ?? 'none';
     const t0 = process.hrtime.bigint();
+    const entry = ref === null ? undefined : library.resolve(ref);
+    const label = entry?.ref ?? ref ?? 'none'; // counted under name@version once resolved
     metrics.requests.inc({ endpoint, adapter: label });
     const c = counts.get(label) ?? { requests: 0, errors: 0 };
     counts.set(label, c);
     c.requests++;
-    let entry: LibraryEntry | undefined;
     try {
-      entry = ref === null ? undefined : entryOf(ref);
+      if (ref !== null && !entry) entryOf(ref); // throws the 404
       const held = entry ? cache.acquire(entry) : { key: null };
       try {
         return await f({ ...held, group: entry ? JSON.stringify(entry.config) : 'none' });
@@ -129,8 +149,7 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
       }
     } catch (e) {
       c.errors++;
-      const status = e instanceof HttpError ? e.status : e instanceof RefusedAdapterError ? 409 : 500;
-      metrics.errors.inc({ endpoint, adapter: label, status: String(status) });
+      metrics.errors.inc({ endpoint, adapter: label, status: String(statusOf(e)) });
       throw e;
     } finally {
       metrics.latency.observe({ endpoint, adapter: label }, Number(process.hrtime.bigint() - t0) / 1e9);
@@ -263,7 +282,8 @@ function registerDecoderRoutes(app: FastifyInstance, engine: DecoderEngine, toke
         reply.hijack();
       }
       let closed = false;
-      req.raw.on('close', () => { closed = true; });
+      // the client went away (the response closes before it is finished)
+      reply.raw.on('close', () => { if (!reply.raw.writableFinished) closed = true; });
       const onToken = (t: number) => {
         if (eos.includes(t)) return;
         out.push(t);

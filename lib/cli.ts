@@ -23,9 +23,7 @@ import { streamText, GenerateOptions } from './generation/generate';
 import type { ChatMessage } from './train/chat';
 import type { Decoder } from './models/decoder/model';
 import { createInterface } from 'readline';
-import { openServedModel } from './serve/open';
 import { createServer } from './serve/server';
-import { AdapterLibrary } from './serve/library';
 
 function int(v: string): number {
   const n = Number(v);
@@ -381,7 +379,11 @@ export function makeProgram(): Command {
     .description('serve a frozen model with a library of adapters over HTTP (batched across adapters; /metrics, /openapi.json)')
     .requiredOption('--model <dir|id|file.gguf>', 'encoder or decoder: model directory, Hugging Face hub repo id, or a GGUF file')
     .requiredOption('--adapters <dir>', 'the adapter library: one folder per adapter (name or name@version)')
-    .option('--port <n>', 'port (0: any free one)', int, 8080)
+    .option('--port <n>', 'port (0: any free one)', (v: string) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port number in [0, 65535]');
+      return n;
+    }, 8080)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .option('--max-batch <n>', 'rows per batch at most', int, 64)
@@ -391,18 +393,17 @@ export function makeProgram(): Command {
     .option('--admin-token <token>', 'enables POST/DELETE /v1/adapters for requests with this bearer token (or FUSED_ADAPTERS_ADMIN_TOKEN)')
     .option('--quiet', 'no request logs')
     .action(async (o) => {
-      const { model, tokenizer } = await openServedModel(modelSource(o.model), o.device ?? defaultDevice());
+      // the model runs in a worker thread; this thread answers HTTP
       const app = await createServer({
-        model, tokenizer, library: new AdapterLibrary(mustExist(o.adapters, 'adapter library')), maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs,
-        cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens, adminToken: o.adminToken ?? process.env.FUSED_ADAPTERS_ADMIN_TOKEN,
-        logger: o.quiet ? false : { level: 'info' },
+        source: modelSource(o.model), device: o.device ?? defaultDevice(), library: mustExist(o.adapters, 'adapter library'),
+        maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens,
+        adminToken: o.adminToken ?? process.env.FUSED_ADAPTERS_ADMIN_TOKEN, logger: o.quiet ? false : { level: 'info' },
       });
       const address = await app.listen({ port: o.port, host: o.host });
-      console.error(`fused-adapters serve: ${model.modelName} on ${address} (${model.device})`);
+      console.error(`fused-adapters serve: listening on ${address}`);
       const stop = async (sig: string) => {
         console.error(`fused-adapters serve: ${sig}: finishing in-flight requests`);
         await app.close();
-        model.dispose();
         process.exit(0);
       };
       process.once('SIGINT', () => void stop('SIGINT'));

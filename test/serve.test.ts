@@ -10,7 +10,6 @@ import type { FastifyInstance } from 'fastify';
 import { generateText, loadBackbone, loadDecoder, Tensor, Tokenizer } from '../lib';
 import type { Backbone, Decoder } from '../lib';
 import { createServer } from '../lib/serve/server';
-import { AdapterLibrary } from '../lib/serve/library';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
 import { tinyChatTokenizerMetadata, writeTinyChatModel } from './decoderFixture';
 import { rng } from './helpers';
@@ -67,7 +66,7 @@ describe(`an encoder server (seed ${SEED})`, () => {
       ref.saveAdapter(path.join(lib, FOLDERS[name]), name, { labels: LABELS[name] });
     });
     const served = await loadBackbone(FIX, { device: 'cpu' });
-    app = await createServer({ model: served, tokenizer: tok, library: new AdapterLibrary(lib), maxBatch: 16, maxWaitMs: 10, cacheAdapters: 2, adminToken: 'sesame', watchMs: 0 });
+    app = await createServer({ model: served, tokenizer: tok, library: lib, maxBatch: 16, maxWaitMs: 10, cacheAdapters: 2, adminToken: 'sesame', watchMs: 0 });
     base = await app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {
@@ -76,7 +75,7 @@ describe(`an encoder server (seed ${SEED})`, () => {
   });
 
   test('health, the OpenAPI document and the adapter list', async () => {
-    expect(await (await fetch(`${base}/healthz`)).json()).toEqual({ status: 'ok' });
+    expect(await (await fetch(`${base}/healthz`)).json()).toMatchObject({ status: 'ok', kind: 'encoder' });
     const doc = await (await fetch(`${base}/openapi.json`)).json() as { paths: Record<string, unknown> };
     expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/classify', '/v1/embed', '/v1/adapters']));
     const list = await (await fetch(`${base}/v1/adapters`)).json() as { backbone: { weight_hash: string }; adapters: { ref: string; compatible: boolean; backbone_hash: string }[] };
@@ -207,7 +206,7 @@ describe(`a decoder server (seed ${SEED})`, () => {
       model.saveAdapter(path.join(lib, name), name);
     }
     const served = await loadDecoder(dir, { device: 'cpu' });
-    app = await createServer({ model: served, tokenizer: tok, library: new AdapterLibrary(lib), maxBatch: 8, watchMs: 0 });
+    app = await createServer({ model: served, tokenizer: tok, library: lib, maxBatch: 8, watchMs: 0 });
     base = await app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {

@@ -1,53 +1,38 @@
 // `fused-adapters serve`: one frozen model, a library of adapters, requests batched across adapters.
-// Fastify routes with JSON schemas (validated; the OpenAPI document at /openapi.json), pino logs,
-// Prometheus metrics at /metrics, admin routes behind a bearer token, graceful close (in-flight
-// requests finish). Encoders answer /v1/classify and /v1/embed; decoders /v1/completions and
-// /v1/chat/completions in OpenAI's shapes (streamed as server-sent events with stream: true).
+// Fastify routes with JSON schemas (validated, no type coercion; the OpenAPI document at
+// /openapi.json), pino logs, Prometheus metrics at /metrics, admin routes behind a bearer token,
+// graceful close (in-flight requests finish). Encoders answer /v1/classify and /v1/embed; decoders
+// /v1/completions and /v1/chat/completions in OpenAI's shapes (server-sent events with stream: true).
+// The model runs in a host (host.ts): in this thread when the caller passes a model, else in a
+// worker thread (workerHost.ts), so that the event loop answers while a batch computes.
 import Fastify, { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import swagger from '@fastify/swagger';
-import { Backbone } from '../models/bert/model';
-import { Decoder } from '../models/decoder/model';
+import type { Backbone } from '../models/bert/model';
+import type { Decoder } from '../models/decoder/model';
 import type { Tokenizer } from '../train/tokenizer';
-import { promptIds } from '../generation/generate';
-import type { ChatMessage } from '../train/chat';
-import { AdapterLibrary, LibraryEntry } from './library';
-import { AdapterCache, AdapterLoadError, RefusedAdapterError } from './adapterCache';
+import { Classified, Completion, CompletionRequest, HostEvents, HostInfo, HostOptions, HttpError, Labelled, LocalHost, statusOf } from './host';
+import { WorkerHost } from './workerHost';
 import { ServeMetrics } from './metrics';
-import { EncoderService } from './encoderService';
-import { DecoderEngine } from './decoderEngine';
 
-export interface ServeOptions {
-  model: Backbone | Decoder;
-  tokenizer: Tokenizer;
-  library: AdapterLibrary;
-  maxBatch?: number;
-  maxWaitMs?: number;
-  cacheAdapters?: number;
-  /** Bearer token for POST/DELETE /v1/adapters (without one those routes answer 403). */
+export interface ServeOptions extends HostOptions {
+  /** The adapter library directory. */
+  library: string;
+  /** A loaded model (and its tokenizer), served from this thread ... */
+  model?: Backbone | Decoder;
+  tokenizer?: Tokenizer;
+  /** ... or a model source (directory, hub id, GGUF file) that a worker thread opens. */
+  source?: string;
+  device?: string;
+  /** Bearer token for the admin routes (without one they answer 403). */
   adminToken?: string;
   /** Re-scan the library this often (ms; 0: only on POST /v1/adapters/reload). Default 2000. */
   watchMs?: number;
-  /** KV-cache tokens for decoders (all running sequences together). Default 16384. */
-  cacheTokens?: number;
   logger?: boolean | object;
   bodyLimit?: number;
 }
 
-class HttpError extends Error {
-  constructor(readonly status: number, message: string) {
-    super(message);
-  }
-}
-
-/** 4xx for what the request (or the adapter it names) got wrong, 500 for the rest. */
-function statusOf(err: unknown): number {
-  const e = err as Error & { statusCode?: number; validation?: unknown };
-  if (e instanceof HttpError) return e.status;
-  if (e instanceof RefusedAdapterError) return 409;
-  if (e instanceof AdapterLoadError) return 422;
-  if (e.validation) return 400;
-  return e.statusCode && e.statusCode >= 400 && e.statusCode < 500 ? e.statusCode : 500;
-}
+/** The host's methods, called the same way in this thread or in the worker. */
+type Call = <T>(method: string, args: unknown[], onPiece?: (p: string) => boolean | void) => Promise<T>;
 
 const textOrTexts = {
   type: 'object', additionalProperties: false,
@@ -68,38 +53,42 @@ const sampling = {
   top_k: { type: 'integer', minimum: 0 },
   repetition_penalty: { type: 'number', exclusiveMinimum: 0 },
   seed: { type: 'integer' },
-  stop: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 8 }] },
+  stop: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 8 }] },
   stream: { type: 'boolean' },
 } as const;
 
 export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
-  const { model, tokenizer, library } = o;
-  const isDecoder = model instanceof Decoder;
   const metrics = new ServeMetrics();
-  // no type coercion: a number where a string belongs is a 400, not the string "5"
-  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 1 << 20, ajv: { customOptions: { coerceTypes: false } }, forceCloseConnections: 'idle' });
-  await app.register(swagger, { openapi: { info: { title: 'fused-adapters', version: '1' } } });
-  library.scan();
-  const cache = new AdapterCache(model, library, o.cacheAdapters ?? 32, {
-    hit: () => metrics.cache.inc({ event: 'hit' }), miss: () => metrics.cache.inc({ event: 'miss' }), evict: () => metrics.cache.inc({ event: 'evict' }),
-  });
-  const counts = new Map<string, { requests: number; errors: number }>();
-  const maxBatch = o.maxBatch ?? 64;
-  const maxWaitMs = o.maxWaitMs ?? 5;
-  const encoder = isDecoder ? undefined : new EncoderService(model as Backbone, tokenizer, { maxBatch, maxWaitMs, onBatch: (n) => metrics.batchRows.observe({ kind: 'encode' }, n) });
-  const engine = isDecoder ? new DecoderEngine(model as Decoder, { maxBatch, cacheTokens: o.cacheTokens ?? 16384, onBatch: (n, kind) => metrics.batchRows.observe({ kind }, n) }) : undefined;
-  const watch = o.watchMs ?? 2000;
-  const timer = watch > 0 ? setInterval(() => rescan(), watch) : undefined;
-  timer?.unref();
-
-  function rescan(): void {
-    try {
-      const { removed } = library.scan();
-      for (const ref of removed) cache.drop(ref);
-    } catch (e) {
-      app.log.error(e, 'adapter library scan failed');
-    }
+  const events: HostEvents = {
+    batch: (kind, rows) => metrics.batchRows.observe({ kind }, rows),
+    cache: (event) => metrics.cache.inc({ event }),
+    tokens: (adapter, kind, n) => metrics.tokens.inc({ adapter, kind }, n),
+  };
+  const hostOptions: HostOptions = { maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens };
+  let call: Call;
+  let info: HostInfo;
+  let closeHost: () => Promise<void>;
+  if (o.model) {
+    if (!o.tokenizer) throw new Error('serve: a model needs its tokenizer');
+    const host = new LocalHost(o.model, o.tokenizer, o.library, hostOptions, events);
+    const methods = host as unknown as Record<string, (...a: unknown[]) => unknown>;
+    call = async (method, args, onPiece) => methods[method].apply(host, onPiece ? [...args, onPiece] : args) as never;
+    info = host.info();
+    closeHost = () => host.close();
+  } else {
+    if (!o.source) throw new Error('serve: pass a model or a model source');
+    const host = await WorkerHost.start(o.source, o.device ?? 'cpu', o.library, hostOptions, events);
+    call = (method, args, onPiece) => host.call(method, args, onPiece);
+    info = host.info();
+    closeHost = () => host.close();
   }
+
+  // no type coercion: a number where a string belongs is a 400, not the string "5"
+  const app = Fastify({ logger: o.logger ?? false, bodyLimit: o.bodyLimit ?? 1 << 20, ajv: { customOptions: { coerceTypes: false } } });
+  await app.register(swagger, { openapi: { info: { title: 'fused-adapters', version: '1' } } });
+  const watch = o.watchMs ?? 2000;
+  const timer = watch > 0 ? setInterval(() => call('rescan', []).catch((e) => app.log.error(e, 'adapter library scan failed')), watch) : undefined;
+  timer?.unref();
 
   // Responses finished while closing end their keep-alive connection, so close() does not wait for
   // Fastify's 72 s keep-alive timeout on them.
@@ -112,218 +101,110 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
   });
   app.addHook('onClose', async () => {
     if (timer) clearInterval(timer);
-    await encoder?.batcher.drain();
-    await engine?.idle();
-    engine?.dispose();
+    await closeHost();
   });
-
-  app.setErrorHandler((err: Error & { statusCode?: number; validation?: unknown }, _req, reply) => {
+  app.setErrorHandler((err: Error, _req, reply) => {
     const status = statusOf(err);
     if (status >= 500) app.log.error(err);
     void reply.status(status).send({ error: { message: err.message, status } });
   });
 
-  /** The library entry a request names ('auto' is resolved by the caller), or a 404. */
-  function entryOf(ref: string): LibraryEntry {
-    const e = library.resolve(ref);
-    if (!e) throw new HttpError(404, `no adapter '${ref}' in the library (${library.list().map((x) => x.ref).join(', ') || 'empty'})`);
-    return e;
-  }
-
-  /** Runs f with the adapter loaded and held, counting the request, its errors and latency under the adapter's ref. */
-  async function withAdapter<T>(endpoint: string, ref: string | null, f: (a: { key: string | null; labels?: string[]; group: string }) => Promise<T>): Promise<T> {
+  /** Counts a request under the adapter label the host resolved (name@version), with its latency and errors. */
+  async function counted<T>(endpoint: string, asked: string | undefined, f: () => Promise<Labelled<T>>): Promise<T> {
     const t0 = process.hrtime.bigint();
-    const entry = ref === null ? undefined : library.resolve(ref);
-    const label = entry?.ref ?? ref ?? 'none'; // counted under name@version once resolved
-    metrics.requests.inc({ endpoint, adapter: label });
-    const c = counts.get(label) ?? { requests: 0, errors: 0 };
-    counts.set(label, c);
-    c.requests++;
+    let label = asked ?? 'none';
     try {
-      if (ref !== null && !entry) entryOf(ref); // throws the 404
-      const held = entry ? cache.acquire(entry) : { key: null };
-      try {
-        return await f({ ...held, group: entry ? JSON.stringify(entry.config) : 'none' });
-      } finally {
-        if (entry) cache.release(entry.ref);
-      }
+      const r = await f();
+      label = r.label;
+      return r.value;
     } catch (e) {
-      c.errors++;
+      label = (e as { label?: string }).label ?? label;
       metrics.errors.inc({ endpoint, adapter: label, status: String(statusOf(e)) });
       throw e;
     } finally {
+      metrics.requests.inc({ endpoint, adapter: label });
       metrics.latency.observe({ endpoint, adapter: label }, Number(process.hrtime.bigint() - t0) / 1e9);
     }
   }
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', async () => ({ status: 'ok', model: info.modelName, kind: info.kind }));
   app.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
-
-  app.get('/v1/adapters', async () => ({
-    backbone: { model: model.modelName, weight_hash: model.weightHash, kind: isDecoder ? 'decoder' : 'encoder' },
-    adapters: library.list().map((e) => ({
-      name: e.name, version: e.version, ref: e.ref, config: e.config, backbone_hash: e.backboneHash ?? null,
-      compatible: !e.backboneHash || !model.weightHash || e.backboneHash === model.weightHash,
-      loaded: cache.has(e.ref), requests: counts.get(e.ref)?.requests ?? 0, errors: counts.get(e.ref)?.errors ?? 0,
-    })),
-    unreadable: Object.fromEntries(library.errors),
-  }));
+  app.get('/v1/adapters', async () => call('listAdapters', []));
 
   const admin = async (req: FastifyRequest) => {
     if (!o.adminToken) throw new HttpError(403, 'admin routes are off: start the server with --admin-token');
     if (req.headers.authorization !== `Bearer ${o.adminToken}`) throw new HttpError(401, 'admin routes need Authorization: Bearer <admin token>');
   };
-  app.post('/v1/adapters', {
-    preHandler: admin,
-    schema: { body: { type: 'object', additionalProperties: false, required: ['adapter'], properties: { adapter: { type: 'string', minLength: 1 } } } },
-  }, async (req) => {
-    rescan();
-    const e = entryOf((req.body as { adapter: string }).adapter);
-    cache.acquire(e);
-    cache.release(e.ref);
-    return { loaded: e.ref };
-  });
-  app.post('/v1/adapters/reload', { preHandler: admin }, async () => {
-    rescan();
-    return { adapters: library.list().map((e) => e.ref), unreadable: Object.fromEntries(library.errors) };
-  });
-  app.delete('/v1/adapters/:name', { preHandler: admin }, async (req) => {
-    const e = entryOf((req.params as { name: string }).name);
-    if (!cache.has(e.ref)) throw new HttpError(404, `adapter ${e.ref} is not loaded`);
-    if (!cache.drop(e.ref)) throw new HttpError(409, `adapter ${e.ref} is in use; try again`);
-    return { unloaded: e.ref };
-  });
+  const adapterBody = { type: 'object', additionalProperties: false, required: ['adapter'], properties: { adapter: { type: 'string', minLength: 1 } } };
+  app.post('/v1/adapters', { preHandler: admin, schema: { body: adapterBody } }, async (req) => ({ loaded: await call('load', [(req.body as { adapter: string }).adapter]) }));
+  app.post('/v1/adapters/reload', { preHandler: admin }, async () => ({ adapters: await call('rescan', []) }));
+  app.delete('/v1/adapters/:name', { preHandler: admin }, async (req) => ({ unloaded: await call('unload', [(req.params as { name: string }).name]) }));
 
-  if (encoder) registerEncoderRoutes(app, encoder, library, withAdapter, model as Backbone);
-  if (engine) registerDecoderRoutes(app, engine, tokenizer, withAdapter, model as Decoder, metrics);
+  if (info.kind === 'encoder') {
+    app.post('/v1/classify', { schema: { body: textOrTexts } }, async (req) => {
+      const b = req.body as { adapter?: string; text?: string; texts?: string[] };
+      const r = await counted('classify', b.adapter, () => call<Labelled<{ adapter: string; results: Classified[] }>>('classify', [b.adapter, b.texts ?? [b.text!]]));
+      return b.texts ? r : { adapter: r.adapter, ...r.results[0] };
+    });
+    app.post('/v1/embed', { schema: { body: textOrTexts } }, async (req) => {
+      const b = req.body as { adapter?: string; text?: string; texts?: string[] };
+      const e = await counted('embed', b.adapter, () => call<Labelled<number[][]>>('embed', [b.adapter, b.texts ?? [b.text!]]));
+      return b.texts ? { adapter: b.adapter ?? null, embeddings: e } : { adapter: b.adapter ?? null, embedding: e[0] };
+    });
+  } else registerCompletions(app, call, info, counted);
   return app;
 }
 
-type WithAdapter = <T>(endpoint: string, ref: string | null, f: (a: { key: string | null; labels?: string[]; group: string }) => Promise<T>) => Promise<T>;
-
-function registerEncoderRoutes(app: FastifyInstance, encoder: EncoderService, library: AdapterLibrary, withAdapter: WithAdapter, model: Backbone): void {
-  const texts = (b: { text?: string; texts?: string[] }) => {
-    const t = b.texts ?? [b.text!];
-    t.forEach((x, i) => {
-      const n = encoder.tokenCount(x);
-      if (n > model.config.maxPositions) throw new HttpError(400, `text ${i} takes ${n} tokens; the model reads at most ${model.config.maxPositions}`);
-    });
-    return t;
-  };
-  const classify = (ref: string, t: string[]) => withAdapter('classify', ref, async (a) => {
-    if (!a.labels) throw new HttpError(400, `adapter ${ref} has no classification head`);
-    const r = await encoder.batcher.submit({ kind: 'classify', texts: t, adapter: a.key, group: a.group, labels: a.labels });
-    return r.kind === 'classify' ? r.results : [];
-  });
-  app.post('/v1/classify', { schema: { body: textOrTexts } }, async (req) => {
-    const b = req.body as { adapter?: string; text?: string; texts?: string[] };
-    const t = texts(b);
-    let ref = b.adapter;
-    if (ref === undefined) {
-      const all = library.list();
-      if (library.resolve('router')) ref = 'auto';
-      else if (new Set(all.map((e) => e.name)).size === 1) ref = all[0].name;
-      else throw new HttpError(400, 'name an adapter ("adapter": "name" or "name@version", or "auto" with a router in the library)');
-    }
-    let results: { label: string; probabilities: Record<string, number>; adapter?: string }[];
-    if (ref === 'auto') {
-      if (!library.resolve('router')) throw new HttpError(400, 'adapter "auto" needs a router adapter (named "router") in the library');
-      const routes = await classify('router', t);
-      results = [];
-      // each text to the adapter the router names, batched per adapter
-      const by = new Map<string, number[]>();
-      routes.forEach((r, i) => by.set(r.label, [...(by.get(r.label) ?? []), i]));
-      await Promise.all([...by.entries()].map(async ([name, idx]) => {
-        const rs = await classify(name, idx.map((i) => t[i]));
-        idx.forEach((i, j) => { results[i] = { ...rs[j], adapter: name }; });
-      }));
-    } else results = await classify(ref, t);
-    return b.texts ? { adapter: ref, results } : { adapter: ref, ...results[0] };
-  });
-  app.post('/v1/embed', { schema: { body: textOrTexts } }, async (req) => {
-    const b = req.body as { adapter?: string; text?: string; texts?: string[] };
-    const t = texts(b);
-    const r = await withAdapter('embed', b.adapter ?? null, async (a) => encoder.batcher.submit({ kind: 'embed', texts: t, adapter: a.key, group: a.group }));
-    const embeddings = r.kind === 'embed' ? r.embeddings : [];
-    return b.texts ? { adapter: b.adapter ?? null, embeddings } : { adapter: b.adapter ?? null, embedding: embeddings[0] };
-  });
-}
+type Counted = <T>(endpoint: string, asked: string | undefined, f: () => Promise<Labelled<T>>) => Promise<T>;
 
 interface CompletionBody {
   adapter?: string; model?: string; max_tokens?: number; temperature?: number; top_p?: number; top_k?: number;
   repetition_penalty?: number; seed?: number; stop?: string | string[]; stream?: boolean;
-  prompt?: string; messages?: ChatMessage[];
+  prompt?: string; messages?: { role: string; content: string }[];
 }
 
-function registerDecoderRoutes(app: FastifyInstance, engine: DecoderEngine, tokenizer: Tokenizer, withAdapter: WithAdapter, model: Decoder, metrics: ServeMetrics): void {
+function registerCompletions(app: FastifyInstance, call: Call, info: HostInfo, counted: Counted): void {
   let nextId = 0;
   const run = (chat: boolean) => async (req: FastifyRequest, reply: FastifyReply) => {
     const b = req.body as CompletionBody;
-    const ids = promptIds(tokenizer, chat ? b.messages! : b.prompt!);
-    if (!ids.length) throw new HttpError(400, 'the prompt is empty');
-    const stops = typeof b.stop === 'string' ? [b.stop] : b.stop ?? [];
-    const maxNew = b.max_tokens ?? 256;
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${Date.now().toString(36)}${(nextId++).toString(36)}`;
     const created = Math.floor(Date.now() / 1000);
-    const name = b.adapter ?? null;
-    const limit = model.config.family === 'gpt2' ? model.config.maxPositions : Number.MAX_SAFE_INTEGER;
-    if (ids.length + maxNew > limit) throw new HttpError(400, `${ids.length} prompt tokens + ${maxNew} new ones exceed the model's ${limit} positions`);
+    const modelName = b.model ?? info.modelName;
+    const request: CompletionRequest = {
+      chat, prompt: b.prompt, messages: b.messages as CompletionRequest['messages'], adapter: b.adapter, maxTokens: b.max_tokens,
+      temperature: b.temperature, topP: b.top_p, topK: b.top_k, repetitionPenalty: b.repetition_penalty, seed: b.seed,
+      stop: typeof b.stop === 'string' ? [b.stop] : b.stop,
+    };
     const chunk = (text: string, finish: string | null) => (chat
-      ? { id, object: 'chat.completion.chunk', created, model: b.model ?? model.modelName, choices: [{ index: 0, delta: text ? { role: 'assistant', content: text } : {}, finish_reason: finish }] }
-      : { id, object: 'text_completion', created, model: b.model ?? model.modelName, choices: [{ index: 0, text, finish_reason: finish }] });
-    return withAdapter(chat ? 'chat' : 'completions', name, async (a) => {
-      const out: number[] = [];
-      let shown = '';
-      let stopped = false;
-      const eos = tokenizer.eosId !== undefined ? [tokenizer.eosId] : [];
-      if (b.stream) {
-        reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-        reply.hijack();
-      }
-      let closed = false;
-      // the client went away (the response closes before it is finished)
-      reply.raw.on('close', () => { if (!reply.raw.writableFinished) closed = true; });
-      const onToken = (t: number) => {
-        if (eos.includes(t)) return;
-        out.push(t);
-        let text = tokenizer.decode(out);
-        const cut = stops.map((st) => text.indexOf(st)).filter((i) => i >= 0);
-        if (cut.length) {
-          text = text.slice(0, Math.min(...cut));
-          stopped = true;
-        }
-        if (b.stream && text.length > shown.length && text.startsWith(shown)) reply.raw.write(`data: ${JSON.stringify(chunk(text.slice(shown.length), null))}\n\n`);
-        if (text.startsWith(shown)) shown = text;
-        if (stopped || (b.stream && closed)) return false;
-      };
-      let res;
-      try {
-        res = await engine.submit({
-          prompt: ids, adapter: a.key, group: a.group, onToken,
-          options: { maxNewTokens: maxNew, temperature: b.temperature ?? 0, topP: b.top_p, topK: b.top_k, repetitionPenalty: b.repetition_penalty, seed: b.seed ?? 0, eos },
-        });
-      } catch (e) {
-        if (!b.stream) throw e;
-        // the status line is sent: the error goes into the stream
-        if (!closed) reply.raw.end(`data: ${JSON.stringify({ error: { message: (e as Error).message, status: 500 } })}\n\n`);
-        throw e;
-      }
-      metrics.tokens.inc({ adapter: name ?? 'none', kind: 'prompt' }, ids.length);
-      metrics.tokens.inc({ adapter: name ?? 'none', kind: 'generated' }, res.tokens.length);
-      const finish = stopped || res.finish === 'stop' ? 'stop' : res.finish === 'length' ? 'length' : 'stop';
-      if (b.stream) {
-        if (!closed) {
-          reply.raw.write(`data: ${JSON.stringify(chunk('', finish))}\n\n`);
-          reply.raw.end('data: [DONE]\n\n');
-        }
-        return reply;
-      }
-      const usage = { prompt_tokens: ids.length, completion_tokens: res.tokens.length, total_tokens: ids.length + res.tokens.length };
+      ? { id, object: 'chat.completion.chunk', created, model: modelName, choices: [{ index: 0, delta: text ? { role: 'assistant', content: text } : {}, finish_reason: finish }] }
+      : { id, object: 'text_completion', created, model: modelName, choices: [{ index: 0, text, finish_reason: finish }] });
+    if (!b.stream) {
+      const c = await counted(chat ? 'chat' : 'completions', b.adapter, () => call<Labelled<Completion>>('complete', [request]));
+      const usage = { prompt_tokens: c.promptTokens, completion_tokens: c.completionTokens, total_tokens: c.promptTokens + c.completionTokens };
       return chat
-        ? { id, object: 'chat.completion', created, model: b.model ?? model.modelName, adapter: name, choices: [{ index: 0, message: { role: 'assistant', content: shown }, finish_reason: finish }], usage }
-        : { id, object: 'text_completion', created, model: b.model ?? model.modelName, adapter: name, choices: [{ index: 0, text: shown, finish_reason: finish }], usage };
-    });
+        ? { id, object: 'chat.completion', created, model: modelName, adapter: b.adapter ?? null, choices: [{ index: 0, message: { role: 'assistant', content: c.text }, finish_reason: c.finish }], usage }
+        : { id, object: 'text_completion', created, model: modelName, adapter: b.adapter ?? null, choices: [{ index: 0, text: c.text, finish_reason: c.finish }], usage };
+    }
+    // streamed: the status line goes out now; later errors go into the stream
+    let gone = false;
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) gone = true; });
+    reply.hijack();
+    reply.raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    const send = (data: unknown) => {
+      if (!gone) reply.raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+    };
+    try {
+      const c = await counted(chat ? 'chat' : 'completions', b.adapter, () => call<Labelled<Completion>>('complete', [request], (piece) => {
+        send(chunk(piece, null));
+        return !gone;
+      }));
+      send(chunk('', c.finish));
+    } catch (e) {
+      send({ error: { message: (e as Error).message, status: statusOf(e) } });
+    }
+    send('[DONE]');
+    reply.raw.end();
   };
   app.post('/v1/completions', {
     schema: { body: { type: 'object', additionalProperties: false, required: ['prompt'], properties: { ...sampling, prompt: { type: 'string', minLength: 1 } } } },
@@ -336,7 +217,7 @@ function registerDecoderRoutes(app: FastifyInstance, engine: DecoderEngine, toke
           ...sampling,
           messages: {
             type: 'array', minItems: 1, maxItems: 256,
-            items: { type: 'object', required: ['role', 'content'], properties: { role: { type: 'string', enum: ['system', 'user', 'assistant'] }, content: { type: 'string' } } },
+            items: { type: 'object', additionalProperties: false, required: ['role', 'content'], properties: { role: { type: 'string', enum: ['system', 'user', 'assistant'] }, content: { type: 'string' } } },
           },
         },
       },

@@ -392,6 +392,7 @@ export function makeProgram(): Command {
     .option('--cache-tokens <n>', 'decoders: KV-cache tokens over all running requests', int, 16384)
     .option('--admin-token <token>', 'enables POST/DELETE /v1/adapters for requests with this bearer token (or FUSED_ADAPTERS_ADMIN_TOKEN)')
     .option('--quiet', 'no request logs')
+    .option('--pid-file <file>', 'write the process id here once listening (stop the server with kill $(cat FILE); npx does not pass signals on)')
     .action(async (o) => {
       // the model runs in a worker thread; this thread answers HTTP
       const app = await createServer({
@@ -400,10 +401,12 @@ export function makeProgram(): Command {
         adminToken: o.adminToken ?? process.env.FUSED_ADAPTERS_ADMIN_TOKEN, logger: o.quiet ? false : { level: 'info' },
       });
       const address = await app.listen({ port: o.port, host: o.host });
+      if (o.pidFile) fs.writeFileSync(o.pidFile, `${process.pid}\n`);
       console.error(`fused-adapters serve: listening on ${address}`);
       const stop = async (sig: string) => {
         console.error(`fused-adapters serve: ${sig}: finishing in-flight requests`);
         await app.close();
+        if (o.pidFile) fs.rmSync(o.pidFile, { force: true });
         process.exit(0);
       };
       process.once('SIGINT', () => void stop('SIGINT'));

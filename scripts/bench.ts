@@ -33,6 +33,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   backbone: async () => (await import('./bench_backbone.js')).backboneSuite,
   decoder: async () => (await import('./bench_decoder.js')).decoderSuite,
   generate: async () => (await import('./bench_generate.js')).generateSuite,
+  serve: async () => (await import('./bench_serve.js')).serveSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]

@@ -37,7 +37,8 @@ export function codeBlocks(markdown: string): Block[] {
 
 const blocks = codeBlocks(fs.readFileSync(path.join(root, 'README.md'), 'utf8'));
 const runnable = blocks.filter((b) => b.lang === 'js' || b.lang === 'ts');
-const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters train'));
+const serveBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters serve'));
+const cliBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters train') && !serveBlocks.includes(b));
 const sftBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters sft'));
 const genBlocks = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters generate'));
 const setupBlocks = blocks.filter((b) => b.lang === 'sh' && !b.code.includes('npx fused-adapters'));
@@ -69,7 +70,7 @@ test('README.md has the blocks this test runs, each with a language it knows', (
   expect(cliBlocks.length).toBeGreaterThanOrEqual(1);
   // every command-line block is run by one of the kinds above
   const cli = blocks.filter((b) => b.lang === 'sh' && b.code.includes('npx fused-adapters'));
-  expect(cli.length).toBe(cliBlocks.length + sftBlocks.length + genBlocks.length);
+  expect(cli.length).toBe(cliBlocks.length + sftBlocks.length + genBlocks.length + serveBlocks.length);
   for (const b of blocks) expect({ line: b.line, lang: b.lang, known: ['js', 'ts', 'sh', 'text'].includes(b.lang) }).toMatchObject({ known: true });
 });
 
@@ -179,6 +180,22 @@ describeModel('README code blocks run as written', () => {
       expect(r.stderr.replace(/^npm warn .*\n/gm, '')).toBe('');
       expect(r.status).toBe(0);
       expect(r.stdout).toMatch(/Paris/); // SmolLM2 knows it, greedily
+    });
+
+  for (const b of serveBlocks)
+    test(`serve block at README line ${b.line}: a trained adapter and SmolLM2 served, curl answered`, () => {
+      const dir = project();
+      dirs.push(dir);
+      fs.symlinkSync(path.join(root, 'test'), path.join(dir, 'test'));
+      const r = spawnSync('sh', ['-e', '-c', b.code], { cwd: dir, encoding: 'utf8', env: { ...env(), PATH: cliPath(dir) }, timeout: 600_000 });
+      // the server says where it listens and that it finishes in-flight requests on SIGTERM
+      expect(r.stderr.replace(/^npm warn .*\n/gm, '').replace(/^fused-adapters serve: .*\n/gm, '')).toBe('');
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/"label":"(positive|negative)"/);
+      expect(r.stdout).toMatch(/"results":\[\{"label"/);
+      expect(r.stdout).toMatch(/fa_requests_total\{endpoint="classify",adapter="reviews@0"\} 2/);
+      expect(r.stdout).toMatch(/"object":"chat.completion".*Paris/);
+      expect(r.stdout).toMatch(/data: \[DONE\]/);
     });
 
   for (const b of sftBlocks)

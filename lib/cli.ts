@@ -389,6 +389,7 @@ export function makeProgram(): Command {
     .option('--max-batch <n>', 'rows per batch at most', int, 64)
     .option('--max-wait-ms <n>', 'how long a request waits for others to batch with', int, 5)
     .option('--cache-adapters <n>', 'adapters loaded at once at most (least recently used ones are unloaded)', int, 32)
+    .option('--cache-adapter-mib <n>', 'adapter parameters held at once at most, in MiB (least recently used ones are unloaded)', float)
     .option('--cache-tokens <n>', 'decoders: KV-cache tokens over all running requests', int, 16384)
     .option('--admin-token <token>', 'enables POST/DELETE /v1/adapters for requests with this bearer token (or FUSED_ADAPTERS_ADMIN_TOKEN)')
     .option('--quiet', 'no request logs')
@@ -398,6 +399,7 @@ export function makeProgram(): Command {
       const app = await createServer({
         source: modelSource(o.model), device: o.device ?? defaultDevice(), library: mustExist(o.adapters, 'adapter library'),
         maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens,
+        cacheAdapterBytes: o.cacheAdapterMib === undefined ? null : o.cacheAdapterMib * 2 ** 20,
         adminToken: o.adminToken ?? process.env.FUSED_ADAPTERS_ADMIN_TOKEN, logger: o.quiet ? false : { level: 'info' },
       });
       const address = await app.listen({ port: o.port, host: o.host });

@@ -178,6 +178,33 @@ describe(`an encoder server (seed ${SEED})`, () => {
     await post(base, '/v1/adapters/reload', {}, { authorization: 'Bearer sesame' });
   });
 
+  test('an adapter that cannot run batched fails its own requests only; a byte budget evicts least recently used adapters', async () => {
+    const m = await loadBackbone(FIX, { device: 'cpu' });
+    m.addAdapter('learned', { config: 'seq_bn', reductionFactor: 4, scaling: 'learned' });
+    m.addClassificationHead('learned', { numLabels: 2 });
+    m.saveAdapter(path.join(lib, 'learned'), 'learned', { labels: ['p', 'q'] });
+    m.dispose();
+    await post(base, '/v1/adapters/reload', {}, { authorization: 'Bearer sesame' });
+    const [bad, good] = await Promise.all([post(base, '/v1/classify', { adapter: 'learned', text: 'hi' }), post(base, '/v1/classify', { adapter: 'a', text: 'hi' })]);
+    expect(bad.status).toBe(500);
+    expect(bad.json.error.message).toMatch(/learned scaling/);
+    expect(good.status).toBe(200);
+    fs.rmSync(path.join(lib, 'learned'), { recursive: true });
+    // a second server whose cache holds about one adapter's bytes
+    const one = (await (await fetch(`${base}/v1/adapters`)).json() as { cache: { bytes: number; adapters: number } }).cache;
+    const small = await createServer({ model: await loadBackbone(FIX, { device: 'cpu' }), tokenizer: tok, library: lib, cacheAdapterBytes: 1.5 * one.bytes / one.adapters, watchMs: 0 });
+    const url = await small.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      for (const name of ['a', 'b@1', 'a']) expect((await post(url, '/v1/classify', { adapter: name, text: 'hi' })).status).toBe(200);
+      const list = await (await fetch(`${url}/v1/adapters`)).json() as { adapters: { ref: string; loaded: boolean }[]; cache: { adapters: number } };
+      expect(list.cache.adapters).toBe(1);
+      expect(list.adapters.filter((x) => x.loaded).map((x) => x.ref)).toEqual(['a@0']);
+      expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/fa_adapter_cache_total\{event="evict"\} 2/);
+    } finally {
+      await small.close();
+    }
+  });
+
   test('metrics count the requests sent, per adapter', async () => {
     const before = await (await fetch(`${base}/metrics`)).text();
     const count = (text: string) => Number(/fa_requests_total\{endpoint="classify",adapter="b@1"\} (\d+)/.exec(text)?.[1] ?? 0);

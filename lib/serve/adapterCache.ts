@@ -1,4 +1,5 @@
-// Loaded adapters on the served model, least recently used first out: at most `capacity` at once.
+// Loaded adapters on the served model, least recently used first out: at most `capacity` at once
+// and, with a byte budget, at most that many bytes of adapter and head parameters.
 // An adapter is loaded from the library on its first request (after its backbone hash is checked)
 // and evicted when the cache is full and it is the least recently used one that no running batch
 // holds; its next request loads it again. A library entry whose files changed is reloaded.
@@ -22,17 +23,25 @@ interface Loaded {
   stamp: string;
   labels?: string[];
   uses: number;
+  bytes: number;
 }
 
 export class AdapterCache {
   private loaded = new Map<string, Loaded>(); // ref → loaded, in use order (oldest first)
   private counter = 0;
+  private bytesHeld = 0;
 
   constructor(
     private readonly model: Backbone | Decoder, private readonly library: AdapterLibrary, readonly capacity: number,
-    private readonly events: CacheEvents,
+    private readonly events: CacheEvents, readonly budgetBytes: number | null = null,
   ) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new Error(`cache-adapters must be a positive integer, got ${capacity}`);
+    if (budgetBytes !== null && !(budgetBytes > 0)) throw new Error(`the adapter cache's byte budget must be positive, got ${budgetBytes}`);
+  }
+
+  /** Bytes of the loaded adapters' (and heads') parameters. */
+  get bytes(): number {
+    return this.bytesHeld;
   }
 
   /** Whether the adapter of this ref is loaded now. */
@@ -67,8 +76,10 @@ export class AdapterCache {
       } catch (e) {
         throw new AdapterLoadError(`adapter ${entry.ref} could not be loaded: ${(e as Error).message}`);
       }
-      l = { key, stamp: entry.stamp, labels: r.labels, uses: 0 };
+      l = { key, stamp: entry.stamp, labels: r.labels, uses: 0, bytes: this.paramBytes(key) };
       this.loaded.set(entry.ref, l);
+      this.bytesHeld += l.bytes;
+      this.fitBudget(entry.ref);
     }
     l.uses++;
     return { key: l.key, labels: l.labels };
@@ -87,6 +98,26 @@ export class AdapterCache {
     return true;
   }
 
+  private paramBytes(key: string): number {
+    const elem = this.model.dtype === 'float32' ? 4 : 2;
+    let n = 0;
+    for (const t of this.model.adapterParameters(key).values()) n += t.size * elem;
+    const head = (this.model as Backbone).head?.(key);
+    if (head) for (const t of head.parameters().values()) n += t.size * elem;
+    return n;
+  }
+
+  /** Evicts least recently used, unused adapters (never `keep`) until the bytes fit the budget. */
+  private fitBudget(keep: string): void {
+    if (this.budgetBytes === null) return;
+    for (const [ref, l] of [...this.loaded.entries()]) {
+      if (this.bytesHeld <= this.budgetBytes) return;
+      if (ref === keep || l.uses > 0) continue;
+      this.unload(ref, l);
+      this.events.evict(ref);
+    }
+  }
+
   private makeRoom(): void {
     while (this.loaded.size >= this.capacity) {
       const victim = [...this.loaded.entries()].find(([, l]) => l.uses === 0);
@@ -98,6 +129,7 @@ export class AdapterCache {
 
   private unload(ref: string, l: Loaded): void {
     this.loaded.delete(ref);
+    this.bytesHeld -= l.bytes;
     this.model.deleteAdapter(l.key);
     const m = this.model as Backbone;
     if (typeof m.head === 'function' && m.head(l.key)) m.deleteHead(l.key);

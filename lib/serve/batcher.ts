@@ -1,11 +1,11 @@
 // Collects work items for up to maxWaitMs or maxRows rows, then runs them as one batch; one batch
-// runs at a time (the model is one), the next collects meanwhile. A failure of run() fails that
-// batch's items only.
+// runs at a time (the model is one), the next collects meanwhile. run() may answer an Error for an
+// item (that item fails alone); a throw from run() fails that batch's items only.
 export interface BatcherOptions<Item, Result> {
   maxRows: number;
   maxWaitMs: number;
   rowsOf(item: Item): number;
-  run(items: Item[]): Promise<Result[]>;
+  run(items: Item[]): Promise<(Result | Error)[]>;
 }
 
 interface Pending<Item, Result> {
@@ -65,7 +65,11 @@ export class Batcher<Item, Result> {
     this.running = (async () => {
       try {
         const results = await this.o.run(batch.map((p) => p.item));
-        batch.forEach((p, i) => p.resolve(results[i]));
+        batch.forEach((p, i) => {
+          const r = results[i];
+          if (r instanceof Error) p.reject(r);
+          else p.resolve(r);
+        });
       } catch (e) {
         for (const p of batch) p.reject(e);
       }

@@ -1,7 +1,7 @@
 // Classification and embeddings for an encoder server: requests are batched (Batcher) and each
 // batch runs once through the backbone with a different adapter per row (the batched adapter op at
 // every site, each row's logits from its own head); rows whose adapters differ in shape run as
-// separate groups. Embeddings are the mean of the last hidden states over the real tokens.
+// separate groups (a failing group fails its own requests only). Embeddings are the mean of the last hidden states over the real tokens.
 import type { Backbone } from '../models/bert/model';
 import type { Tokenizer } from '../train/tokenizer';
 import { Batcher } from './batcher';
@@ -26,13 +26,18 @@ export class EncoderService {
     this.batcher = new Batcher<EncoderItem, EncoderResult>({
       maxRows: o.maxBatch, maxWaitMs: o.maxWaitMs, rowsOf: (i) => i.texts.length,
       run: async (items) => {
-        const out = new Array<EncoderResult>(items.length);
+        const out = new Array<EncoderResult | Error>(items.length);
         const groups = new Map<string, number[]>();
         items.forEach((it, i) => groups.set(`${it.kind}|${it.group}`, [...(groups.get(`${it.kind}|${it.group}`) ?? []), i]));
         for (const idx of groups.values()) {
           o.onBatch?.(idx.reduce((a, i) => a + items[i].texts.length, 0));
-          const res = this.runGroup(idx.map((i) => items[i]));
-          idx.forEach((i, j) => { out[i] = res[j]; });
+          try {
+            const res = this.runGroup(idx.map((i) => items[i]));
+            idx.forEach((i, j) => { out[i] = res[j]; });
+          } catch (e) {
+            // this group's requests fail; the other groups of the batch still run
+            for (const i of idx) out[i] = e instanceof Error ? e : new Error(String(e));
+          }
           await new Promise((r) => setImmediate(r));
         }
         return out;

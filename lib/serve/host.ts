@@ -32,6 +32,8 @@ export interface HostOptions {
   maxBatch?: number;
   maxWaitMs?: number;
   cacheAdapters?: number;
+  /** Bytes of adapter parameters the cache may hold (null: no byte limit, only cacheAdapters). */
+  cacheAdapterBytes?: number | null;
   cacheTokens?: number;
 }
 
@@ -80,7 +82,7 @@ export class LocalHost {
   constructor(readonly model: Backbone | Decoder, private readonly tokenizer: Tokenizer, libraryDir: string, o: HostOptions, private readonly events: HostEvents) {
     this.library = new AdapterLibrary(libraryDir);
     this.library.scan();
-    this.cache = new AdapterCache(model, this.library, o.cacheAdapters ?? 32, { hit: () => events.cache('hit'), miss: () => events.cache('miss'), evict: () => events.cache('evict') });
+    this.cache = new AdapterCache(model, this.library, o.cacheAdapters ?? 32, { hit: () => events.cache('hit'), miss: () => events.cache('miss'), evict: () => events.cache('evict') }, o.cacheAdapterBytes ?? null);
     const maxBatch = o.maxBatch ?? 64;
     if (model instanceof Decoder)
       this.engine = new DecoderEngine(model, { maxBatch, cacheTokens: o.cacheTokens ?? 16384, onBatch: (n, kind) => events.batch(kind, n) });
@@ -103,6 +105,7 @@ export class LocalHost {
         requests: this.counts.get(e.ref)?.requests ?? 0, errors: this.counts.get(e.ref)?.errors ?? 0,
       })),
       unreadable: Object.fromEntries(this.library.errors),
+      cache: { adapters: this.library.list().filter((e) => this.cache.has(e.ref)).length, bytes: this.cache.bytes, capacity: this.cache.capacity, budget_bytes: this.cache.budgetBytes },
     };
   }
 

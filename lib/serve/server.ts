@@ -64,7 +64,7 @@ export async function createServer(o: ServeOptions): Promise<FastifyInstance> {
     cache: (event) => metrics.cache.inc({ event }),
     tokens: (adapter, kind, n) => metrics.tokens.inc({ adapter, kind }, n),
   };
-  const hostOptions: HostOptions = { maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, cacheAdapters: o.cacheAdapters, cacheTokens: o.cacheTokens };
+  const hostOptions: HostOptions = { maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, cacheAdapters: o.cacheAdapters, cacheAdapterBytes: o.cacheAdapterBytes, cacheTokens: o.cacheTokens };
   let call: Call;
   let info: HostInfo;
   let closeHost: () => Promise<void>;

@@ -63,6 +63,10 @@ export interface BuildInfo {
   cudaReason?: string;
   cublas?: string;
   blas: string | null;
+  /** The BLAS library file found at run time (null: none, the portable GEMM runs). */
+  blasLibrary: string | null;
+  /** What that library says of itself (OpenBLAS's build config with its version; MKL's version), when it says. */
+  blasVersion: string | null;
   cpuThreads: number;
   cudaArchitectures?: string;
 }

@@ -2,6 +2,7 @@
 #include <napi.h>
 
 #include "cpu/basic.h"
+#include "cpu/blas.h"
 #include "cpu/parallel.h"
 #include "ops.h"
 #include "tensor.h"
@@ -55,6 +56,9 @@ Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   o.Set("napi", NAPI_VERSION);
   const char* blas = cpu::blasName();
   o.Set("blas", blas ? Napi::Value(Napi::String::New(env, blas)) : env.Null());
+  const cpu::HostBlas& hb = cpu::hostBlas();
+  o.Set("blasLibrary", hb.sgemm ? Napi::Value(Napi::String::New(env, hb.file)) : env.Null());
+  o.Set("blasVersion", hb.sgemm && !hb.version.empty() ? Napi::Value(Napi::String::New(env, hb.version)) : env.Null());
   o.Set("cpuThreads", cpu::threadCount());
 #ifdef FA_WITH_CUDA
   const cuda::Probe& p = cuda::probe();

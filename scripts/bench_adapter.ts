@@ -61,13 +61,20 @@ const GPU_SHAPES: readonly Shape[] = [
   { d: 8192, r: 128, N: 8192 },
 ];
 
-/** The GPU shapes at a token count two CPU cores get through in about two minutes in all. */
-const CPU_SHAPES: readonly Shape[] = GPU_SHAPES.map((s) => ({ ...s, N: s.d <= 1024 ? 512 : 128 }));
+/**
+ * Issue 16's CPU shapes, then the GPU shapes at a token count two CPU cores get through in about two
+ * minutes in all.
+ */
+const CPU_SHAPES: readonly Shape[] = [
+  { d: 768, r: 48, N: 4096 },
+  { d: 4096, r: 64, N: 2048 },
+  ...GPU_SHAPES.map((s) => ({ ...s, N: s.d <= 1024 ? 512 : 128 })),
+];
 
 /** --quick: a small and a large width. */
 function pickShapes(device: string, quick: boolean): Shape[] {
   const all = deviceKind(device) === 'cpu' ? CPU_SHAPES : GPU_SHAPES;
-  return all.filter((s) => !quick || (s.d === 768 && s.r === 48) || (s.d === 4096 && s.r === 64));
+  return all.filter((s, i) => !quick || i < 2);
 }
 
 /** On the CPU the adapter ops have one path ('cpu'): 'fused' runs it; 'cublas' would repeat it. */
@@ -446,12 +453,37 @@ function fmtTorch(t: TorchRow | undefined, target: number): string {
   return t.runs < target ? `${fmtMs(t.ms)} [${t.runs}]` : fmtMs(t.ms);
 }
 
-function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchReport | null, device: string): void {
+/**
+ * The CPU floor of a pass in ms: its GEMM FLOPs (forward 2, backward 4 products of 2·N·d·r) at the
+ * measured sgemm rate, plus its floor bytes at the copy bandwidth.
+ */
+function cpuFloorMs(row: { d: number; r: number; N: number; pass: Pass; floorBytes: number }, sgemmGflops: number, copyGBs: number): number {
+  const flops = (row.pass === 'forward' ? 2 : 4) * 2 * row.N * row.d * row.r;
+  return (flops / (sgemmGflops * 1e9) + row.floorBytes / (copyGBs * 1e9)) * 1e3;
+}
+
+/** This machine's fp32 sgemm rate (GFLOP/s) through the package's matmul: a 1024³ product, median of 10. */
+function sgemmRate(): number {
+  const a = randn([1024, 1024], { seed: 1 });
+  const b = randn([1024, 1024], { seed: 2 });
+  const ms: number[] = [];
+  for (let i = 0; i < 13; i++) {
+    const t0 = process.hrtime.bigint();
+    matmul(a, b).dispose();
+    if (i >= 3) ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  ms.sort((x, y) => x - y);
+  return (2 * 1024 ** 3) / (ms[ms.length >> 1] / 1e3) / 1e9;
+}
+
+function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchReport | null, device: string, floor?: { sgemmGflops: number; copyGBs: number }): void {
   const showCompile = !!torch?.compile.available;
   const header = ['d', 'r', 'N', 'dtype', 'pass', 'runs'];
+  if (floor) header.push('floor ms');
   for (const v of variants) header.push(`${v} ms`, 'GB/s', '%copy');
   if (torch) header.push('torch ms', '× eager');
   if (showCompile) header.push('compile ms');
+  if (floor) header.push('ours ÷ floor');
   const torchTarget = torchPlan(device).runs;
 
   const lines: string[][] = [];
@@ -464,6 +496,7 @@ function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchRep
     const first = group[0] as AdapterRow;
     const line = [String(first.d), String(first.r), String(first.N), DTYPE_LABEL[first.dtype], first.pass];
     line.push(runsLabel(group.map((r) => r.runs)));
+    if (floor) line.push(cpuFloorMs(first, floor.sgemmGflops, floor.copyGBs).toFixed(2));
     for (const v of variants) {
       const cell = group.find((r) => r.variant === v);
       line.push(fmtMs(cell?.ms), fmtGBs(cell?.GBs ?? null), fmtPct(cell?.fractionOfCopy ?? null));
@@ -475,6 +508,10 @@ function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchRep
       line.push(eager?.ms != null && fused !== null ? `${(eager.ms / fused).toFixed(2)}×` : NA);
     }
     if (showCompile) line.push(fmtTorch(torchMs(torch, first, 'compile'), torchTarget));
+    if (floor) {
+      const fused = group.find((r) => r.variant === 'fused')?.ms ?? null;
+      line.push(fused !== null ? `${(fused / cpuFloorMs(first, floor.sgemmGflops, floor.copyGBs)).toFixed(2)}×` : NA);
+    }
     lines.push(line);
   }
   console.log(formatTable(header, lines));
@@ -534,6 +571,7 @@ async function runAdapterSuite(opts: BenchOptions): Promise<object> {
 
   progress(`copy bandwidth on ${device}...`);
   const copy = copyBandwidth(device);
+  const floor = deviceKind(device) === 'cpu' ? { sgemmGflops: sgemmRate(), copyGBs: copy.GBs } : undefined;
   const rows: AdapterRow[] = [];
   for (const s of shapes) for (const dtype of DTYPES) rows.push(...benchShape(s, dtype, device, copy));
   const batched = benchBatched(device);
@@ -542,7 +580,8 @@ async function runAdapterSuite(opts: BenchOptions): Promise<object> {
   console.log(`\n== adapter microbenchmarks${opts.quick ? ' (--quick)' : ''} ==`);
   printHeader(head, copy);
   console.log(`adapter: activation ${ACTIVATION}, scaling ${SCALING}\n`);
-  printMainTable(rows, variants, torch, device);
+  if (floor) console.log(`floor: the GEMM FLOPs at ${floor.sgemmGflops.toFixed(1)} GFLOP/s (this package's fp32 matmul, 1024³, median of 10) plus the floor bytes at the copy bandwidth\n`);
+  printMainTable(rows, variants, torch, device, floor);
   printNotes(rows, torch, device);
   console.log(`\n== batched adapters (adapterForwardBatched) ==`);
   printBatched(batched);
@@ -556,6 +595,7 @@ async function runAdapterSuite(opts: BenchOptions): Promise<object> {
     build: head.build,
     copyBandwidthGBs: copy.GBs,
     copy,
+    cpuFloor: floor ?? null,
     timing: { ours: timingPlan(device), torch: torchPlan(device) },
     activation: ACTIVATION,
     scaling: SCALING,

@@ -88,4 +88,29 @@ function main() {
   return 1;
 }
 
+/**
+ * Says which BLAS the CPU matmuls will use (found at run time, like cuBLAS), and how to get one
+ * when there is none: the portable GEMM is several times slower.
+ */
+function reportBlas() {
+  let info;
+  try {
+    const bin = [path.join(root, 'build', 'Release', 'fused_adapters.node')].find((f) => fs.existsSync(f)) ?? prebuildFound();
+    if (!bin) return;
+    info = require(bin).buildInfo();
+  } catch {
+    return; // the addon does not load here (reported when it is used)
+  }
+  if (info.blas) {
+    console.log(`fused-adapters: CPU matmuls use ${info.blasLibrary}${info.blasVersion ? ` (${info.blasVersion})` : ''}`);
+    return;
+  }
+  console.log(
+    'fused-adapters: no BLAS library found (libopenblas, MKL\'s libmkl_rt, BLIS, libcblas); CPU matmuls use the portable loop, '
+      + 'several times slower. Install one (Debian/Ubuntu: apt-get install libopenblas0; Fedora: dnf install openblas; '
+      + 'macOS: brew install openblas) or point FUSED_ADAPTERS_BLAS at a CBLAS library; nothing needs rebuilding.',
+  );
+}
+
 process.exitCode = main();
+if (process.exitCode === 0) reportBlas();

@@ -3,7 +3,8 @@ import { act } from './adapterRef';
 import { expectClose, refMatmul, rng, roundBf16 } from './helpers';
 
 describe('matmul', () => {
-  const shapes: [number, number, number][] = [[1, 1, 1], [3, 5, 7], [17, 13, 33], [64, 48, 96]];
+  // M = 1: one-row products go through the BLAS's sgemv
+  const shapes: [number, number, number][] = [[1, 1, 1], [1, 37, 53], [1, 300, 129], [3, 5, 7], [17, 13, 33], [64, 48, 96]];
   for (const [M, N, K] of shapes)
     for (const tA of [false, true])
       for (const tB of [false, true])

@@ -64,7 +64,7 @@ describe('prebuilds', () => {
 
 describe('BLAS found at run time', () => {
   const probe = "const fa=require('./dist/lib');const a=fa.randn([37,29],{seed:1}),b=fa.randn([29,41],{seed:2});" +
-    "console.log(JSON.stringify({blas:fa.buildInfo().blas,c:Array.from(fa.matmul(a,b).toArray()),a:Array.from(a.toArray()),b:Array.from(b.toArray())}))";
+    "console.log(JSON.stringify({blas:fa.buildInfo().blas,lib:fa.buildInfo().blasLibrary,version:fa.buildInfo().blasVersion,c:Array.from(fa.matmul(a,b).toArray()),a:Array.from(a.toArray()),b:Array.from(b.toArray())}))";
   const run = (env: Record<string, string>) => {
     const r = spawnSync(process.execPath, ['-e', probe], { cwd: root, encoding: 'utf8', env: { ...process.env, ...env } });
     expect(r.stderr).toBe('');
@@ -84,9 +84,14 @@ describe('BLAS found at run time', () => {
     const bad = run({ FUSED_ADAPTERS_BLAS: '/nonexistent/libopenblas.so' });
     expect(none.blas).toBeNull();
     expect(bad.blas).toBeNull();
+    expect([none.lib, none.version, bad.lib, bad.version]).toEqual([null, null, null, null]);
     const want = ref(found.a, found.b);
     for (const r of [found, none, bad]) r.c.forEach((v: number, i: number) => expect(Math.abs(v - want[i])).toBeLessThan(1e-4 * (1 + Math.abs(want[i]))));
     // CI installs OpenBLAS: there it must be found
-    if (process.env.CI) expect(found.blas).toBe('openblas');
+    if (process.env.CI) {
+      expect(found.blas).toBe('openblas');
+      expect(found.lib).toMatch(/libopenblas/);
+      expect(found.version).toMatch(/^OpenBLAS \d+\.\d+/);
+    }
   });
 });

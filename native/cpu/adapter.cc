@@ -5,6 +5,8 @@
 #include "../philox.h"
 #include "basic.h"
 #include "parallel.h"
+#include "rows.h"
+#include "scratch.h"
 
 namespace fa {
 namespace cpu {
@@ -49,12 +51,10 @@ struct Scale {
   float at(int c) const { return v.empty() ? s : v.size() == 1 ? v[0] : v[c]; }
 };
 
-// h_pre = x·downᵀ + b_down; h = act(h_pre)
-void bottleneck(const AdapterArgs& a, const float* x, std::vector<float>& hPre, std::vector<float>& h) {
+// h_pre = x·downᵀ + b_down; h = act(h_pre); both [N, r]
+void bottleneck(const AdapterArgs& a, const float* x, float* hPre, float* h) {
   F32View dw(a.dtype, a.downW, size_t(a.r) * a.d), db(a.dtype, a.downB, a.r);
-  hPre.resize(size_t(a.N) * a.r);
-  h.resize(hPre.size());
-  sgemm(false, true, a.N, a.r, a.d, x, dw.get(), hPre.data());
+  sgemm(false, true, a.N, a.r, a.d, x, dw.get(), hPre);
   parallelFor(a.N, rowGrain(a.r), [&](size_t n0, size_t n1) {
     for (size_t n = n0; n < n1; n++)
       for (int j = 0; j < a.r; j++) {
@@ -93,35 +93,65 @@ struct Dropout {
 
 }  // namespace
 
+// out = r + m ⊙ s ⊙ (h·upᵀ + b_up), r the residual (x unless given), m the dropout mask, s the scale.
+// The output is written once: with fp32, no dropout and a scalar scale the up-projection GEMM adds
+// straight into out (beta = 1) after one pass writes r + s·b_up there; otherwise the GEMM goes to a
+// reused scratch buffer and one pass per row combines it, converting to the storage dtype.
 void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
-  size_t nd = size_t(a.N) * a.d;
+  ScratchScope trim;
+  const size_t nd = size_t(a.N) * a.d, nr = size_t(a.N) * a.r;
   F32View x(a.dtype, a.x, nd);
-  std::vector<float> hPre, h, z;
+  float* hPre = hPreOut ? hPreOut : scratch(0, nr);
+  float* h = scratch(1, nr);
   bottleneck(a, x.get(), hPre, h);
-  if (hPreOut) std::copy(hPre.begin(), hPre.end(), hPreOut);
-  upProject(a, h, z);
   F32View res(a.dtype, a.residual, a.residual ? nd : 0);
   const float* r = a.residual ? res.get() : x.get();
-  Scale s(a);
+  F32View uw(a.dtype, a.upW, size_t(a.d) * a.r), ub(a.dtype, a.upB, a.d);
+  const float* b = ub.get();
+  Scale scale(a);
+  std::vector<float> sc(a.d);
+  for (int c = 0; c < a.d; c++) sc[c] = scale.at(c);
   Dropout drop(a);
-  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
-    for (size_t n = n0; n < n1; n++)
-      for (int c = 0; c < a.d; c++) {
-        size_t i = n * a.d + c;
-        z[i] = r[i] + drop.at(i) * s.at(c) * z[i];
+  const size_t d = size_t(a.d);
+  if (a.dtype == DType::F32 && !drop.on && (!a.scaleT || a.scaleLen == 1)) {
+    float* o = static_cast<float*>(out);
+    const float s = sc[0];
+    parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+      for (size_t n = n0; n < n1; n++) {
+        const float* rn = r + n * d;
+        float* on = o + n * d;
+        for (size_t c = 0; c < d; c++) on[c] = rn[c] + s * b[c];
       }
+    });
+    gemm(DType::F32, false, true, a.N, a.d, a.r, s, h, a.r, 0, uw.get(), a.r, 0, 1.0f, o, a.d, 0, 1, "adapter");
+    return;
+  }
+  float* z = scratch(2, nd);
+  sgemm(false, true, a.N, a.d, a.r, h, uw.get(), z);
+  parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
+    std::vector<float> row(a.dtype == DType::F32 ? 0 : d);
+    for (size_t n = n0; n < n1; n++) {
+      const float* rn = r + n * d;
+      float* zn = z + n * d;
+      float* on = a.dtype == DType::F32 ? static_cast<float*>(out) + n * d : row.data();
+      if (drop.on)
+        for (size_t c = 0; c < d; c++) on[c] = rn[c] + drop.at(n * d + c) * sc[c] * (zn[c] + b[c]);
+      else
+        for (size_t c = 0; c < d; c++) on[c] = rn[c] + sc[c] * (zn[c] + b[c]);
+      if (a.dtype != DType::F32) storeAt(a.dtype, out, n * d, on, d);
+    }
   });
-  fromFloat(a.dtype, z.data(), out, nd);
 }
 
 void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPre, const AdapterGrads& g) {
+  ScratchScope trim;
   size_t nd = size_t(a.N) * a.d, nr = size_t(a.N) * a.r;
   F32View x(a.dtype, a.x, nd), dOut(a.dtype, dOutRaw, nd);
   F32View dw(a.dtype, a.downW, size_t(a.r) * a.d), uw(a.dtype, a.upW, size_t(a.d) * a.r);
   Scale s(a);
   Dropout drop(a);
 
-  std::vector<float> h(nr);
+  float* h = scratch(0, nr);
   parallelFor(nr, 1 << 14, [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) h[i] = actForward(a.act, hPre[i]);
   });
@@ -129,28 +159,34 @@ void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPr
   // G is the gradient reaching z = h·upᵀ + b_up, times alpha. With a scalar scale and no
   // dropout it is dOut itself (alpha = s): no N×d buffer is made.
   bool simple = !a.scaleT && !drop.on;
-  std::vector<float> gm, gs;
+  float* gm = nullptr;
+  float* gs = nullptr;
   const float* G = dOut.get();
   float alpha = a.scale;
   if (!simple) {
     // gm = dOut ⊙ mask (the gradient reaching s⊙z); gs = gm ⊙ s (reaching z)
-    gm.resize(nd);
-    gs.resize(nd);
+    gm = scratch(2, nd);
+    gs = scratch(3, nd);
+    std::vector<float> sc(a.d);
+    for (int c = 0; c < a.d; c++) sc[c] = s.at(c);
     parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {
-      for (size_t n = n0; n < n1; n++)
-        for (int c = 0; c < a.d; c++) {
-          size_t i = n * a.d + c;
-          gm[i] = dOut.get()[i] * drop.at(i);
-          gs[i] = gm[i] * s.at(c);
-        }
+      for (size_t n = n0; n < n1; n++) {
+        const size_t i0 = n * a.d;
+        const float* dn = dOut.get() + i0;
+        if (drop.on)
+          for (int c = 0; c < a.d; c++) gm[i0 + c] = dn[c] * drop.at(i0 + c);
+        else
+          for (int c = 0; c < a.d; c++) gm[i0 + c] = dn[c];
+        for (int c = 0; c < a.d; c++) gs[i0 + c] = gm[i0 + c] * sc[c];
+      }
     });
-    G = gs.data();
+    G = gs;
     alpha = 1.0f;
   }
 
   if (g.dScale) {  // dScale = Σ gm ⊙ z, per channel or in total
-    std::vector<float> z;
-    upProject(a, h, z);
+    std::vector<float> z, hv(h, h + nr);
+    upProject(a, hv, z);
     for (size_t i = 0; i < nd; i++) z[i] *= gm[i];
     std::vector<float> perChannel(a.d);
     colSum(DType::F32, z.data(), perChannel.data(), a.N, a.d);
@@ -163,25 +199,24 @@ void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPr
     }
   }
 
-  gemm(DType::F32, true, false, a.d, a.r, a.N, alpha, G, a.d, 0, h.data(), a.r, 0, 0.0f, g.dUpW, a.r, 0, 1, "adapter");
+  gemm(DType::F32, true, false, a.d, a.r, a.N, alpha, G, a.d, 0, h, a.r, 0, 0.0f, g.dUpW, a.r, 0, 1, "adapter");
   colSum(DType::F32, G, g.dUpB, a.N, a.d);
   if (alpha != 1.0f)
     for (int c = 0; c < a.d; c++) g.dUpB[c] *= alpha;
 
-  std::vector<float> dH(nr);  // [N, r] = alpha · G·up, then ⊙ act'(h_pre)
-  gemm(DType::F32, false, false, a.N, a.r, a.d, alpha, G, a.d, 0, uw.get(), a.r, 0, 0.0f, dH.data(), a.r, 0, 1, "adapter");
+  float* dH = scratch(1, nr);  // [N, r] = alpha · G·up, then ⊙ act'(h_pre)
+  gemm(DType::F32, false, false, a.N, a.r, a.d, alpha, G, a.d, 0, uw.get(), a.r, 0, 0.0f, dH, a.r, 0, 1, "adapter");
   parallelFor(nr, 1 << 14, [&](size_t i0, size_t i1) {
     for (size_t i = i0; i < i1; i++) dH[i] *= actGrad(a.act, hPre[i]);
   });
 
-  sgemm(true, false, a.r, a.d, a.N, dH.data(), x.get(), g.dDownW);  // [r, d] = dHpreᵀ·x
-  colSum(DType::F32, dH.data(), g.dDownB, a.N, a.r);
+  sgemm(true, false, a.r, a.d, a.N, dH, x.get(), g.dDownW);  // [r, d] = dHpreᵀ·x
+  colSum(DType::F32, dH, g.dDownB, a.N, a.r);
 
   // dx = dHpre·down (+ dOut): straight into dx when it is fp32
-  std::vector<float> dxBuf;
-  float* dx = a.dtype == DType::F32 ? static_cast<float*>(g.dx) : (dxBuf.resize(nd), dxBuf.data());
+  float* dx = a.dtype == DType::F32 ? static_cast<float*>(g.dx) : scratch(4, nd);
   if (g.addDOutToDx) std::copy(dOut.get(), dOut.get() + nd, dx);
-  gemm(DType::F32, false, false, a.N, a.d, a.r, 1.0f, dH.data(), a.r, 0, dw.get(), a.d, 0, g.addDOutToDx ? 1.0f : 0.0f,
+  gemm(DType::F32, false, false, a.N, a.d, a.r, 1.0f, dH, a.r, 0, dw.get(), a.d, 0, g.addDOutToDx ? 1.0f : 0.0f,
        dx, a.d, 0, 1, "adapter");
   if (a.dtype != DType::F32) fromFloat(a.dtype, dx, g.dx, nd);
 }

@@ -53,6 +53,14 @@ HostBlas load() {
     }
     b.sgemm = f;
     b.sgemv = reinterpret_cast<CblasSgemv>(dlsym(h, "cblas_sgemv"));
+    b.file = list[i].file;
+    if (auto cfg = reinterpret_cast<const char* (*)()>(dlsym(h, "openblas_get_config"))) {
+      b.version = cfg();  // "OpenBLAS 0.3.21 DYNAMIC_ARCH ... <core>"
+    } else if (auto mkl = reinterpret_cast<void (*)(char*, int)>(dlsym(h, "mkl_get_version_string"))) {
+      char buf[256] = {0};
+      mkl(buf, sizeof buf - 1);
+      b.version = buf;
+    }
     b.name = list[i].name;
     return b;  // kept open for the life of the process
   }

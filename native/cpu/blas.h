@@ -1,6 +1,7 @@
 // The host's BLAS, found at run time (dlopen), like cuBLAS: one prebuilt binary runs on hosts
 // with OpenBLAS (fast CPU GEMM) and without it (the portable loop), and links against nothing.
 #pragma once
+#include <string>
 
 namespace fa {
 namespace cpu {
@@ -21,6 +22,8 @@ struct HostBlas {
   CblasSgemm sgemm = nullptr;  // null: no usable BLAS, GEMM runs the portable loop
   CblasSgemv sgemv = nullptr;  // one-row products (decoding a token) read the matrix once, unpacked
   const char* name = nullptr;  // "openblas", "blis", "mkl", "cblas"; null when none
+  std::string version;         // what the library says of itself (OpenBLAS's config string, MKL's version), or ""
+  std::string file;            // the library file opened
 };
 
 // Looked up once: FUSED_ADAPTERS_BLAS (a library path, or "none"), else libopenblas, BLIS, MKL,

@@ -1,5 +1,7 @@
 #include "memory.h"
 
+#include "host_cache.h"
+
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -16,7 +18,7 @@ namespace fa {
 
 namespace {
 std::mutex gMutex;
-std::map<int, MemStats> gStats;  // per device; host reserved == allocated
+std::map<int, MemStats> gStats;  // per device; reserved = allocated + the allocator caches' bytes
 uint64_t gHostLimit = kNoLimit;    // guarded by gMutex
 uint64_t gDeviceLimit = kNoLimit;  // per CUDA device; guarded by gMutex
 bool gEnvApplied = false;          // guarded by gMutex
@@ -71,8 +73,11 @@ void Buffer::allocate(bool budgeted) {
   }
   try {
     if (device_ == kCpu) {
-      ptr_ = std::aligned_alloc(64, rounded(bytes_));
-      if (!ptr_) throw std::runtime_error("out of host memory allocating " + std::to_string(bytes_) + " bytes");
+      try {
+        ptr_ = hostAlloc(rounded(bytes_));
+      } catch (const std::bad_alloc&) {
+        throw std::runtime_error("out of host memory allocating " + std::to_string(bytes_) + " bytes");
+      }
     } else {
 #ifdef FA_WITH_CUDA
       ptr_ = cuda::deviceAlloc(device_, rounded(bytes_));
@@ -90,7 +95,7 @@ void Buffer::allocate(bool budgeted) {
 }
 
 Buffer::~Buffer() {
-  if (device_ == kCpu) std::free(ptr_);
+  if (device_ == kCpu) hostFree(ptr_, rounded(bytes_));
 #ifdef FA_WITH_CUDA
   else cuda::deviceFree(device_, ptr_, rounded(bytes_));
 #endif
@@ -112,7 +117,7 @@ MemStats memStats(int device) {
     if (it != gStats.end()) s = it->second;
     s.limitBytes = device == kCpu ? gHostLimit : gDeviceLimit;
   }
-  if (device == kCpu) s.reservedBytes = s.allocatedBytes;
+  if (device == kCpu) s.reservedBytes = s.allocatedBytes + hostCachedBytes();
 #ifdef FA_WITH_CUDA
   else s.reservedBytes = cuda::reservedBytes(device);
 #endif

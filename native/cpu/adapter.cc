@@ -13,16 +13,17 @@ namespace cpu {
 
 namespace {
 
-// An fp32 view of host data: the pointer itself for float32, else a converted copy.
+// An fp32 view of host data: the pointer itself for float32, else a converted copy (in scratch slot
+// `slot` when one is given: the large activations; in its own vector for the small weights).
 class F32View {
  public:
-  F32View(DType t, const void* p, size_t n) {
+  F32View(DType t, const void* p, size_t n, int slot = -1) {
     if (t == DType::F32 || !p) {
       ptr_ = static_cast<const float*>(p);
     } else {
-      copy_.resize(n);
-      toFloat(t, p, copy_.data(), n);
-      ptr_ = copy_.data();
+      float* dst = slot >= 0 ? scratch(size_t(slot), n) : (copy_.resize(n), copy_.data());
+      toFloat(t, p, dst, n);
+      ptr_ = dst;
     }
   }
   const float* get() const { return ptr_; }
@@ -100,11 +101,11 @@ struct Dropout {
 void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
   ScratchScope trim;
   const size_t nd = size_t(a.N) * a.d, nr = size_t(a.N) * a.r;
-  F32View x(a.dtype, a.x, nd);
+  F32View x(a.dtype, a.x, nd, 3);
   float* hPre = hPreOut ? hPreOut : scratch(0, nr);
   float* h = scratch(1, nr);
   bottleneck(a, x.get(), hPre, h);
-  F32View res(a.dtype, a.residual, a.residual ? nd : 0);
+  F32View res(a.dtype, a.residual, a.residual ? nd : 0, 4);
   const float* r = a.residual ? res.get() : x.get();
   F32View uw(a.dtype, a.upW, size_t(a.d) * a.r), ub(a.dtype, a.upB, a.d);
   const float* b = ub.get();
@@ -146,7 +147,7 @@ void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
 void adapterBackward(const AdapterArgs& a, const void* dOutRaw, const float* hPre, const AdapterGrads& g) {
   ScratchScope trim;
   size_t nd = size_t(a.N) * a.d, nr = size_t(a.N) * a.r;
-  F32View x(a.dtype, a.x, nd), dOut(a.dtype, dOutRaw, nd);
+  F32View x(a.dtype, a.x, nd, 5), dOut(a.dtype, dOutRaw, nd, 6);
   F32View dw(a.dtype, a.downW, size_t(a.r) * a.d), uw(a.dtype, a.upW, size_t(a.d) * a.r);
   Scale s(a);
   Dropout drop(a);

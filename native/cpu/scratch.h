@@ -8,7 +8,7 @@
 namespace fa {
 namespace cpu {
 
-constexpr size_t kScratchSlots = 6;
+constexpr size_t kScratchSlots = 8;
 constexpr size_t kScratchKeepBytes = size_t(64) << 20;
 
 // n floats in slot `slot` (contents undefined), valid until the next request of that slot on this thread.

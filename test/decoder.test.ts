@@ -197,7 +197,8 @@ describe(`decoders (seed ${SEED})`, () => {
     const full = run(true);
     const chunked = run(false);
     expect(chunked.loss).toBeCloseTo(full.loss, 5);
-    for (const [k, v] of full.g) expectClose(chunked.g.get(k)!, v, 1e-4, 1e-7);
+    // the chunks sum the same terms in another order: an element near 0 is off by ~1e-5 of the gradient's scale
+    for (const [k, v] of full.g) expectClose(chunked.g.get(k)!, v, 1e-4, 1e-4 * Math.max(...Array.from(v, Math.abs)));
     model.dispose();
   });
 
@@ -237,7 +238,9 @@ describe(`decoders (seed ${SEED})`, () => {
         const inputs = { inputIds: [[0, 3, 14, 15, 92, 65], [35, 89, 79, 32, 38, 46]], attentionMask: [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]] };
         const labels = [[-100, -100, 14, 15, 92, 65], [-100, 89, 79, 32, 38, 46]];
         const res = models.map((m) => {
-          m.addAdapter('a', { config: 'par_bn', reductionFactor: 4 }, { seed: 2 });
+          // a smooth activation: with ReLU a unit whose input sits near 0 can switch off in half precision
+          // and move one bias gradient by a whole token's share (seed 1164926604: 36%), which says nothing of the kernels
+          m.addAdapter('a', { config: 'par_bn', reductionFactor: 4, nonLinearity: 'swish' }, { seed: 2 });
           for (const t of m.adapterParameters('a').values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => Math.sin(i + t.size) * 0.1));
           m.trainAdapter('a');
           for (const path of ['unfused', 'fused'] as const) m.attentionPath = path; // the fused CPU op runs in the last pass
@@ -265,6 +268,7 @@ describe(`decoders (seed ${SEED})`, () => {
           const diff = Math.sqrt(a.reduce((s2, v, i) => s2 + (v - b[i]) ** 2, 0));
           // typically 0.01–0.04; a ReLU unit of the adapter whose input sits near 0 can flip sign in half
           // precision and move one small gradient by ~10% (seed 1164926604: 0.109); a broken gradient is ~1
+          if (process.env.FA_TEST_SEED) console.log(dtype, k, (diff / norm).toFixed(4));
           expect({ k, rel: diff / norm < 0.25 }).toEqual({ k, rel: true });
         }
         for (const m of models) m.dispose();

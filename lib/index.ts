@@ -56,3 +56,7 @@ export { runLlmDemo } from './demo/llm';
 export type { LlmDemoReport, LlmDemoOptions } from './demo/llm';
 export { resolveModelDir, hubCacheDir, downloadFromHub, placeInHubCache } from './io/hub';
 export type { HubOptions } from './io/hub';
+export { createServer } from './serve/server';
+export type { ServeOptions } from './serve/server';
+export { AdapterLibrary } from './serve/library';
+export type { LibraryEntry } from './serve/library';

@@ -95,6 +95,10 @@ describe(`generation (seed ${SEED})`, () => {
   test('a prompt beyond the learned positions is refused; stopping a stream early frees its cache', async () => {
     const gpt2 = await loadDecoder(writeTinyGpt2(dirOf(), SEED), { device: 'cpu' }); // 64 positions
     await expect(generate(gpt2, [new Array(60).fill(3)], { maxNewTokens: 10 })).rejects.toThrow(/60 prompt tokens \+ 10 new ones exceed the model's 64 positions/);
+    const llama = await loadDecoder(writeTinyLlama(dirOf(), SEED), { device: 'cpu' }); // max_position_embeddings 128
+    await expect(generate(llama, [new Array(120).fill(3)], { maxNewTokens: 9 })).rejects.toThrow(/120 prompt tokens \+ 9 new ones exceed the model's 128 positions/);
+    expect((await generate(llama, [new Array(120).fill(3)], { maxNewTokens: 8 }))[0]).toHaveLength(8);
+    llama.dispose();
     const live = memoryStats('cpu').liveTensors;
     let count = 0;
     for await (const t of streamTokens(gpt2, [[1, 2, 3]], { maxNewTokens: 50 })) {

@@ -72,7 +72,8 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
   const maxNew = o.maxNewTokens ?? 64;
   const B = prompts.length;
   const Tp = Math.max(...prompts.map((p) => p.length));
-  const limit = model.config.family === 'gpt2' ? model.config.maxPositions : Number.MAX_SAFE_INTEGER;
+  // the context: learned positions (GPT-2) or max_position_embeddings / the GGUF's context length (RoPE models)
+  const limit = model.config.maxPositions;
   if (Tp + maxNew > limit) throw new Error(`generate: ${Tp} prompt tokens + ${maxNew} new ones exceed the model's ${limit} positions`);
   if (o.adapters !== undefined && (!Array.isArray(o.adapters) || o.adapters.length !== prompts.length))
     throw new Error(`generate: adapters must hold one adapter name (or null) per prompt (${prompts.length})`);

@@ -178,7 +178,8 @@ export class LocalHost {
     const ids = promptIds(this.tokenizer, req.chat ? req.messages! : req.prompt!);
     if (!ids.length) throw new HttpError(400, 'the prompt is empty');
     const maxNew = req.maxTokens ?? 256;
-    const limit = model.config.family === 'gpt2' ? model.config.maxPositions : Number.MAX_SAFE_INTEGER;
+    // the context: learned positions (GPT-2) or max_position_embeddings / the GGUF's context length (RoPE models)
+    const limit = model.config.maxPositions;
     if (ids.length + maxNew > limit) throw new HttpError(400, `${ids.length} prompt tokens + ${maxNew} new ones exceed the model's ${limit} positions`);
     const stops = req.stop ?? [];
     const eos = this.tokenizer.eosId !== undefined ? [this.tokenizer.eosId] : [];

@@ -4,7 +4,15 @@ import { checkDType, checkInt32, DType, handle, Tensor } from './tensor';
 
 /** op(a) · op(b). a: [M, K] (or [..., M, K]), b: [K, N]; or batched [B, M, K] · [B, K, N]. */
 export function matmul(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Tensor {
-  return new Tensor(native().matmul(handle(a, 'matmul', 'a'), handle(b, 'matmul', 'b'), !!opts.transA, !!opts.transB));
+  return new Tensor(native().matmul(handle(a, 'matmul', 'a'), handle(b, 'matmul', 'b'), !!opts.transA, !!opts.transB, false));
+}
+
+/**
+ * matmul as a Promise: on the CPU the GEMM runs on a worker thread while the event loop goes on (on
+ * CUDA it is queued at once). Do not change a or b until it resolves; disposing them is safe.
+ */
+export async function matmulAsync(a: Tensor, b: Tensor, opts: { transA?: boolean; transB?: boolean } = {}): Promise<Tensor> {
+  return new Tensor(await native().matmul(handle(a, 'matmul', 'a'), handle(b, 'matmul', 'b'), !!opts.transA, !!opts.transB, true));
 }
 
 /** Tensors of one shape, dtype and device, stacked along a new first dimension: [A, ...shape]. */

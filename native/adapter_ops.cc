@@ -127,15 +127,21 @@ Napi::Value AdapterForward(const Napi::CallbackInfo& info) {
   float* hp = static_cast<float*>(implOf(hPre).ptr());
   void* o = implOf(out).ptr();
   std::string used = "cpu";
-  runKernel(env, op, [&] {
-    if (x.device == kCpu) cpu::adapterForward(a, o, hp);
+  const int dev = x.device;
+  auto work = [=, &used] {
+    if (dev == kCpu) cpu::adapterForward(a, o, hp);
 #ifdef FA_WITH_CUDA
-    else used = cuda::adapterForward(x.device, a, o, hp, path);
+    else used = cuda::adapterForward(dev, a, o, hp, path);
 #endif
-  });
+  };
   Napi::Object res = Napi::Object::New(env);
   res.Set("out", out);
   res.Set("hPre", hPre);
+  if (info[12].ToBoolean() && dev == kCpu) {  // the CPU runs it off the JS thread; CUDA launches at once
+    res.Set("path", used);
+    return runKernelAsync(env, op, true, res, heldArguments(info), [=] { cpu::adapterForward(a, o, hp); });
+  }
+  runKernel(env, op, work);
   res.Set("path", used);
   return res;
 }
@@ -174,17 +180,22 @@ Napi::Value AdapterBackward(const Napi::CallbackInfo& info) {
   }
   std::string used = "cpu";
   const float* hp = static_cast<const float*>(hPre.ptr());
+  res.Set("dx", dx);
+  res.Set("dDownWeight", dDownW);
+  res.Set("dDownBias", dDownB);
+  res.Set("dUpWeight", dUpW);
+  res.Set("dUpBias", dUpB);
+  if (info[14].ToBoolean() && x.device == kCpu) {  // the CPU runs it off the JS thread; CUDA launches at once
+    res.Set("path", used);
+    const void* dp = dOut.ptr();
+    return runKernelAsync(env, op, true, res, heldArguments(info), [=] { cpu::adapterBackward(a, dp, hp, g); });
+  }
   runKernel(env, op, [&] {
     if (x.device == kCpu) cpu::adapterBackward(a, dOut.ptr(), hp, g);
 #ifdef FA_WITH_CUDA
     else used = cuda::adapterBackward(x.device, a, dOut.ptr(), hp, g, path);
 #endif
   });
-  res.Set("dx", dx);
-  res.Set("dDownWeight", dDownW);
-  res.Set("dDownBias", dDownB);
-  res.Set("dUpWeight", dUpW);
-  res.Set("dUpBias", dUpB);
   res.Set("path", used);
   return res;
 }

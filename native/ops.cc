@@ -111,10 +111,16 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
   long long sA = rb == 3 ? (long long)(a.shape[1] * a.shape[2]) : 0;
   long long sB = rb == 3 ? (long long)(b.shape[1] * b.shape[2]) : 0;
   long long sC = (long long)(M * N);
-  runKernel(env, op, [&] {
-    FA_DISPATCH(a.device, gemm, a.dtype, tA, tB, int(M), int(N), int(K), 1.0f, a.ptr(), lda, sA, b.ptr(), ldb, sB,
-                0.0f, c.ptr(), int(N), sC, batch, op);
-  });
+  const int dev = a.device;
+  const DType dt = a.dtype;
+  const void* ap = a.ptr();
+  const void* bp = b.ptr();
+  void* cp = c.ptr();
+  auto work = [=] {
+    FA_DISPATCH(dev, gemm, dt, tA, tB, int(M), int(N), int(K), 1.0f, ap, lda, sA, bp, ldb, sB, 0.0f, cp, int(N), sC, batch, op);
+  };
+  if (info[4].ToBoolean()) return runKernelAsync(env, op, dev == kCpu, out, heldArguments(info), work);
+  runKernel(env, op, work);
   return out;
 }
 

@@ -2,6 +2,11 @@
 #pragma once
 #include <napi.h>
 
+#include <functional>
+#include <vector>
+
+#include "tensor.h"
+
 namespace fa {
 
 void registerBasicOps(Napi::Env env, Napi::Object exports);
@@ -24,5 +29,16 @@ void runKernel(Napi::Env env, const char* op, F&& f) {
     throw Napi::Error::New(env, msg.rfind(prefix, 0) == 0 ? msg : prefix + " " + msg);
   }
 }
+
+// The tensors among a call's arguments, copied: each copy holds its buffer, so an op running on a
+// worker thread reads valid memory even if the caller disposes an input meanwhile.
+std::vector<TensorImpl> heldArguments(const Napi::CallbackInfo& info);
+
+// The Promise-returning form of an op whose outputs are already allocated in `result`: on the CPU,
+// `work` runs on a libuv worker thread and the event loop goes on; on CUDA it runs at once (kernel
+// launches are asynchronous already). The promise resolves with `result`, or rejects with the op's
+// error. `work` must capture by value: the binding's locals are gone when it runs.
+Napi::Value runKernelAsync(Napi::Env env, const char* op, bool onCpu, Napi::Object result, std::vector<TensorImpl> held,
+                           std::function<void()> work);
 
 }  // namespace fa

@@ -79,6 +79,22 @@ export function adapterForward(
   w: AdapterWeights,
   opts: AdapterOptions = {},
 ): { out: Tensor; saved: AdapterSaved; path: string } {
+  const { res, saved } = forwardCall(x, w, opts, false);
+  return { out: new Tensor(res.out), saved: { ...saved, hPre: new Tensor(res.hPre) }, path: res.path };
+}
+
+/**
+ * adapterForward as a Promise: on the CPU the kernel runs on a worker thread while the event loop
+ * goes on (on CUDA it is queued at once, as the synchronous form does). Do not change x, the weights
+ * or the residual until it resolves; disposing them meanwhile is safe.
+ */
+export async function adapterForwardAsync(x: Tensor, w: AdapterWeights, opts: AdapterOptions = {}): Promise<{ out: Tensor; saved: AdapterSaved; path: string }> {
+  const { res: pending, saved } = forwardCall(x, w, opts, true);
+  const res = await pending;
+  return { out: new Tensor(res.out), saved: { ...saved, hPre: new Tensor(res.hPre) }, path: res.path };
+}
+
+function forwardCall(x: Tensor, w: AdapterWeights, opts: AdapterOptions, async: boolean) {
   const op = 'adapterForward';
   checkOptions(op, opts);
   const activation = opts.activation ?? 'relu';
@@ -88,23 +104,32 @@ export function adapterForward(
   const path = opts.path ?? 'auto';
   const res = native().adapterForward(
     handle(x, op, 'x'), ...weightsOf(op, w), scaling, activation, dropout, seed,
-    opts.residual === undefined ? null : handle(opts.residual, op, 'residual'), path,
+    opts.residual === undefined ? null : handle(opts.residual, op, 'residual'), path, async,
   );
-  const saved: AdapterSaved = {
-    x, weights: w, hPre: new Tensor(res.hPre), activation, scaling, dropout, seed,
-    residualIsX: opts.residual === undefined, path,
-  };
-  return { out: new Tensor(res.out), saved, path: res.path };
+  const saved = { x, weights: w, activation, scaling, dropout, seed, residualIsX: opts.residual === undefined, path };
+  return { res, saved };
 }
 
 export function adapterBackward(dOut: Tensor, saved: AdapterSaved, opts: { path?: AdapterPath } = {}): AdapterGradients {
+  return gradients(backwardCall(dOut, saved, opts, false));
+}
+
+/** adapterBackward as a Promise (see adapterForwardAsync). */
+export async function adapterBackwardAsync(dOut: Tensor, saved: AdapterSaved, opts: { path?: AdapterPath } = {}): Promise<AdapterGradients> {
+  return gradients(await backwardCall(dOut, saved, opts, true));
+}
+
+function backwardCall(dOut: Tensor, saved: AdapterSaved, opts: { path?: AdapterPath }, async: boolean) {
   const op = 'adapterBackward';
   if (!saved || !(saved.hPre instanceof Tensor)) throw new Error(`${op}: argument 'saved' must come from adapterForward`);
   const path = opts.path ?? saved.path;
-  const r = native().adapterBackward(
+  return native().adapterBackward(
     handle(saved.x, op, 'x'), ...weightsOf(op, saved.weights), saved.scaling, saved.activation, saved.dropout,
-    saved.seed, handle(dOut, op, 'dOut'), handle(saved.hPre, op, 'hPre'), saved.residualIsX, path,
+    saved.seed, handle(dOut, op, 'dOut'), handle(saved.hPre, op, 'hPre'), saved.residualIsX, path, async,
   );
+}
+
+function gradients(r: Record<string, any>): AdapterGradients {
   const g: AdapterGradients = {
     dx: new Tensor(r.dx),
     dDownWeight: new Tensor(r.dDownWeight),

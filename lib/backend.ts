@@ -121,6 +121,14 @@ export function memoryStats(device?: string): MemoryStats {
 }
 
 /**
+ * Gives the allocators' caches back to the system: freed host buffers kept for reuse
+ * (FUSED_ADAPTERS_HOST_CACHE_MB) and each CUDA device's cached blocks. Live tensors are untouched.
+ */
+export function releaseCachedMemory(): void {
+  native().releaseCachedMemory();
+}
+
+/**
  * Limits the bytes of live tensor storage, process-wide: `host` for the CPU, `device` for each CUDA
  * device (null: no limit; a field left out keeps its value). An allocation that would pass the limit
  * fails with an Error naming the size, the limit and what is live, instead of the machine swapping or

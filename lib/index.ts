@@ -1,5 +1,5 @@
 // Public exports only.
-export { buildInfo, devices, defaultDevice, memoryStats, memoryBudget, setMemoryBudget, synchronize } from './backend';
+export { buildInfo, devices, defaultDevice, memoryStats, memoryBudget, setMemoryBudget, releaseCachedMemory, synchronize } from './backend';
 export type { BuildInfo, DeviceInfo, MemoryBudget, MemoryStats } from './backend';
 export { Tensor, tensor, empty, full, zeros, ones, randn, rand } from './tensor';
 export type { DType, FloatDType, TensorOptions, RandomOptions } from './tensor';

@@ -1,12 +1,14 @@
 // Module init: registers the tensor class, the module functions and the ops.
 #include <napi.h>
 
+#include "host_cache.h"
 #include "cpu/basic.h"
 #include "cpu/blas.h"
 #include "cpu/parallel.h"
 #include "ops.h"
 #include "tensor.h"
 #ifdef FA_WITH_CUDA
+#include "../cuda/allocator.h"
 #include "../cuda/runtime.h"
 #endif
 
@@ -119,6 +121,17 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// releaseCachedMemory(): the host buffer cache (and each CUDA device's allocator cache) back to the system.
+Napi::Value ReleaseCachedMemory(const Napi::CallbackInfo& info) {
+  hostReleaseCache();
+#ifdef FA_WITH_CUDA
+  const cuda::Probe& p = cuda::probe();
+  if (p.usable)
+    for (int d = 0; d < p.deviceCount; d++) cuda::emptyCache(d);
+#endif
+  return info.Env().Undefined();
+}
+
 // A limit argument: a byte count, null (no limit) or undefined (keep `current`).
 uint64_t argLimit(Napi::Env env, Napi::Value v, uint64_t current, const char* op, const char* name) {
   if (v.IsUndefined()) return current;
@@ -211,6 +224,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
   exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
+  exports.Set("releaseCachedMemory", Napi::Function::New(env, ReleaseCachedMemory, "releaseCachedMemory"));
   exports.Set("setMemoryBudget", Napi::Function::New(env, SetMemoryBudget, "setMemoryBudget"));
   exports.Set("applyEnvMemoryBudget", Napi::Function::New(env, ApplyEnvMemoryBudget, "applyEnvMemoryBudget"));
   exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory, "externalMemory"));

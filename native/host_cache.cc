@@ -1,5 +1,8 @@
 #include "host_cache.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -16,13 +19,21 @@ std::mutex gMutex;
 std::multimap<size_t, void*> gBlocks;  // size → free block
 uint64_t gCached = 0;
 
+// An eighth of the machine's memory, at most 4 GiB: enough for a BERT-base training step's
+// activations to be reused from step to step (1.4 GiB there) without holding much of a small machine.
+uint64_t defaultCap() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  uint64_t ram = pages > 0 && page > 0 ? uint64_t(pages) * uint64_t(page) : uint64_t(4) << 30;
+  return std::min<uint64_t>(ram / 8, uint64_t(4) << 30);
+}
+
 uint64_t capBytes() {
   static const uint64_t cap = [] {
     const char* v = std::getenv("FUSED_ADAPTERS_HOST_CACHE_MB");
-    if (!v || !*v) return uint64_t(512) << 20;
+    if (!v || !*v) return defaultCap();
     char* end = nullptr;
     unsigned long long mb = std::strtoull(v, &end, 10);
-    return end && *end == '\0' ? uint64_t(mb) << 20 : uint64_t(512) << 20;
+    return end && *end == '\0' ? uint64_t(mb) << 20 : defaultCap();
   }();
   return cap;
 }

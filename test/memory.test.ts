@@ -3,7 +3,7 @@
 // an allocation with a clear error before the machine swaps.
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { adapterForward, memoryBudget, memoryStats, randn, setMemoryBudget, zeros } from '../lib';
+import { adapterForward, empty, memoryBudget, memoryStats, randn, releaseCachedMemory, setMemoryBudget, zeros } from '../lib';
 import { native, parseByteSize } from '../lib/backend';
 
 const CHILD = path.join(__dirname, 'children', 'droppedOutputs.js');
@@ -100,5 +100,26 @@ describe('memory budget', () => {
     });
     expect(p.status).not.toBe(0);
     expect(p.stderr).toMatch(/FUSED_ADAPTERS_DEVICE_MEMORY_LIMIT: '12 parsecs' is not a byte size/);
+  });
+});
+
+describe('the host buffer cache', () => {
+  test('a freed large buffer is kept and reused for the next one of its size; releaseCachedMemory gives it back', () => {
+    releaseCachedMemory();
+    const base = memoryStats('cpu');
+    expect(base.reservedBytes).toBe(base.allocatedBytes);
+    const t = empty([2 * 1024 * 1024]); // 8 MiB
+    t.dispose();
+    const kept = memoryStats('cpu');
+    expect(kept.allocatedBytes).toBe(base.allocatedBytes);
+    expect(kept.reservedBytes - kept.allocatedBytes).toBe(8 * 2 ** 20);
+    const again = empty([2 * 1024 * 1024]); // reuses the cached block: nothing more reserved
+    expect(memoryStats('cpu').reservedBytes).toBe(kept.reservedBytes);
+    again.copyFrom(new Float32Array(again.size).fill(3));
+    expect(again.toArray()[12345]).toBe(3);
+    again.dispose();
+    releaseCachedMemory();
+    const after = memoryStats('cpu');
+    expect(after.reservedBytes).toBe(after.allocatedBytes);
   });
 });

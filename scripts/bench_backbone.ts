@@ -376,7 +376,7 @@ function printNotes(
     `median of ${plan.runs} steps after ${plan.warmup} warm-up steps; ${cuda ? 'CUDA events around each step (host work and input upload included)' : 'hrtime around each step'}; tokens/s = B·T / time.`,
     cuda
       ? `reserved MiB = memoryStats().reservedBytes after the row (the caching allocator only grows: checkpointing was measured first, so each row shows its own peak; the weights are included).`
-      : `host MiB = memoryStats('cpu').reservedBytes after the row (host memory is freed at once: these are the weights, adapters and gradients, not a peak).`,
+      : `host MiB = memoryStats('cpu').reservedBytes after the row: the weights, adapters and gradients, plus freed buffers the host cache keeps for reuse (FUSED_ADAPTERS_HOST_CACHE_MB; not a peak).`,
     `act. MiB = live bytes added by one forward (what is kept for backward), measured between forward and backward of an untimed step.`,
   ];
   if (torch) {

@@ -29,22 +29,39 @@ void sgemm(bool tA, bool tB, int M, int N, int K, float alpha, const float* A, i
          ldb, beta, C, ldc);
     return;
   }
-  // Portable fallback: pack op(B) as K x N rows so the inner loop is contiguous.
+  // Portable fallback: op(B) packed as K x N rows (contiguous inner loop); each task takes 4 rows of C
+  // and 256 columns at a time, so one load of a B row feeds 4 multiply-adds and the accumulators stay
+  // in L1. No shortcut for zeros in A: 0 · inf is NaN here as in BLAS.
   std::vector<float> Bp(size_t(K) * N);
   for (int k = 0; k < K; k++)
     for (int n = 0; n < N; n++) Bp[size_t(k) * N + n] = tB ? B[size_t(n) * ldb + k] : B[size_t(k) * ldb + n];
-  parallelFor(size_t(M), 4, [&](size_t m0, size_t m1) {
-    std::vector<float> acc(N);
-    for (size_t m = m0; m < m1; m++) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int k = 0; k < K; k++) {
-        float a = tA ? A[size_t(k) * lda + m] : A[m * lda + k];
-        if (a == 0.0f) continue;
-        const float* b = &Bp[size_t(k) * N];
-        for (int n = 0; n < N; n++) acc[n] += a * b[n];
+  constexpr int MB = 4, NB = 256;
+  const size_t blocks = (size_t(M) + MB - 1) / MB;
+  parallelFor(blocks, 1, [&](size_t b0, size_t b1) {
+    float acc[MB][NB];
+    for (size_t blk = b0; blk < b1; blk++) {
+      const int m0 = int(blk) * MB, rows = std::min(MB, M - m0);
+      for (int n0 = 0; n0 < N; n0 += NB) {
+        const int cols = std::min(NB, N - n0);
+        for (int i = 0; i < MB; i++) std::fill(acc[i], acc[i] + cols, 0.0f);
+        for (int k = 0; k < K; k++) {
+          float a[MB];
+          for (int i = 0; i < MB; i++)
+            a[i] = i < rows ? (tA ? A[size_t(k) * lda + m0 + i] : A[size_t(m0 + i) * lda + k]) : 0.0f;
+          const float* b = &Bp[size_t(k) * N + n0];
+          for (int n = 0; n < cols; n++) {
+            const float bn = b[n];
+            acc[0][n] += a[0] * bn;
+            acc[1][n] += a[1] * bn;
+            acc[2][n] += a[2] * bn;
+            acc[3][n] += a[3] * bn;
+          }
+        }
+        for (int i = 0; i < rows; i++) {
+          float* c = C + size_t(m0 + i) * ldc + n0;
+          for (int n = 0; n < cols; n++) c[n] = alpha * acc[i][n] + (beta == 0.0f ? 0.0f : beta * c[n]);
+        }
       }
-      float* c = C + m * ldc;
-      for (int n = 0; n < N; n++) c[n] = alpha * acc[n] + (beta == 0.0f ? 0.0f : beta * c[n]);
     }
   });
 }

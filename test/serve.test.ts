@@ -13,6 +13,7 @@ import { createServer } from '../lib/serve/server';
 import { ggufTokenizerFiles } from '../lib/train/tokenizer';
 import { tinyChatTokenizerMetadata, writeTinyChatModel } from './decoderFixture';
 import { rng } from './helpers';
+import { HubServer, startHubServer } from './hubServer';
 
 const FIX = path.join(__dirname, 'fixtures', 'tiny-bert');
 const SEED = Math.floor(Math.random() * 2 ** 31);
@@ -291,5 +292,39 @@ describe(`a decoder server (seed ${SEED})`, () => {
     await closing;
     for (const t of ends) expect(t.trim().endsWith('data: [DONE]')).toBe(true);
     await expect(fetch(`${base}/healthz`)).rejects.toThrow();
+  });
+});
+
+describe('a decoder named by a hub id, served from the worker thread', () => {
+  const saved: Record<string, string | undefined> = {};
+  let hub: HubServer;
+  let app: FastifyInstance | undefined;
+  beforeAll(async () => {
+    const dir = writeTinyChatModel(path.join(work, 'hub-llm'), SEED, ggufTokenizerFiles(tinyChatTokenizerMetadata()));
+    hub = await startHubServer({ 'org/tiny-chat': { dir } });
+    for (const k of ['HF_ENDPOINT', 'HF_HOME', 'HF_HUB_CACHE', 'HF_HUB_OFFLINE']) saved[k] = process.env[k];
+    process.env.HF_ENDPOINT = hub.url;
+    process.env.HF_HOME = path.join(work, 'hf-home');
+    delete process.env.HF_HUB_CACHE;
+    delete process.env.HF_HUB_OFFLINE;
+  });
+  afterAll(async () => {
+    await app?.close();
+    await hub.close();
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  test('it is tried as an encoder, found to be a LLaMA, and served as a decoder', async () => {
+    const lib = path.join(work, 'empty-library');
+    fs.mkdirSync(lib, { recursive: true });
+    app = await createServer({ source: 'org/tiny-chat', device: 'cpu', library: lib, watchMs: 0 });
+    const base = await app.listen({ port: 0, host: '127.0.0.1' });
+    expect(await (await fetch(`${base}/healthz`)).json()).toMatchObject({ status: 'ok', kind: 'decoder' });
+    const r = await post(base, '/v1/completions', { prompt: 'the tea', max_tokens: 6 });
+    expect(r.status).toBe(200);
+    expect(r.json.usage.completion_tokens).toBeGreaterThan(0);
   });
 });

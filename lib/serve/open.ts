@@ -1,5 +1,6 @@
 // The model a server serves: a GGUF file or a decoder directory → Decoder; an encoder directory
-// (config.json's model_type one loadBackbone takes) → Backbone; a hub id is tried as an encoder.
+// (config.json's model_type one loadBackbone takes) → Backbone; a hub id is tried as an encoder, then
+// as a decoder when its model_type is not an encoder's.
 // The tokenizer comes from the GGUF file or tokenizer.json beside the weights.
 import * as fs from 'fs';
 import * as path from 'path';
@@ -18,8 +19,13 @@ export async function openServedModel(source: string, device: string): Promise<{
     encoder = (SUPPORTED_MODEL_TYPES as readonly string[]).includes(String(mt));
   }
   if (encoder) {
-    const model = await loadBackbone(source, { device });
-    return { model, tokenizer: await Tokenizer.fromDir(model.dir!) };
+    try {
+      const model = await loadBackbone(source, { device });
+      return { model, tokenizer: await Tokenizer.fromDir(model.dir!) };
+    } catch (e) {
+      // a hub id of a decoder: its config names a model_type the encoders do not take
+      if (fs.existsSync(cfg) || !/unsupported model_type/.test((e as Error).message)) throw e;
+    }
   }
   const model = await loadDecoder(source, { device });
   const tokenizer = model.ggufTokenizer() ?? (model.dir ? await Tokenizer.fromDir(model.dir) : undefined);

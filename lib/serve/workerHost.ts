@@ -24,7 +24,8 @@ export class WorkerHost {
   private constructor(private readonly worker: Worker, readonly infoValue: HostInfo) {}
 
   static start(source: string, device: string, library: string, options: HostOptions, events: HostEvents): Promise<WorkerHost> {
-    const worker = new Worker(workerScript(), { workerData: { source, device, library, options } });
+    // env: the environment as this thread sees it now (HF_ENDPOINT, HF_HOME, budgets, ...)
+    const worker = new Worker(workerScript(), { workerData: { source, device, library, options }, env: { ...process.env } });
     return new Promise((resolve, reject) => {
       let host: WorkerHost | undefined;
       worker.on('message', (m: Record<string, unknown>) => {

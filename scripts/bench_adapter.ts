@@ -214,6 +214,8 @@ export interface AdapterRow {
   GBs: number | null;
   fractionOfCopy: number | null;
   runs: number;
+  /** With several rounds: ms is the median of the rounds' medians, msMin the fastest round's. */
+  msMin?: number | null;
   error?: string;
 }
 
@@ -296,7 +298,29 @@ interface TorchRow {
   ms: number | null;
   runs: number;
   backwardGraph?: string; // 'retain_graph', or 'fresh graph per run' when a graph could not be reused
+  msMin?: number | null;
   error?: string;
+}
+
+/**
+ * Rounds of ours and PyTorch taken in turn (FA_BENCH_ROUNDS; default 3 on the CPU, where other load
+ * moves single runs, 1 on the GPU): each cell's median of the rounds' medians, and its fastest round.
+ */
+function benchRounds(device: string): number {
+  const n = Number(process.env.FA_BENCH_ROUNDS ?? (deviceKind(device) === 'cpu' ? 3 : 1));
+  return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+function medianOf(xs: number[]): number {
+  const v = [...xs].sort((a, b) => a - b);
+  return v.length % 2 ? v[v.length >> 1] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
+}
+
+/** Merges the rounds of one cell: median and min of its ms over the rounds that measured it. */
+function mergeRounds<T extends { ms: number | null; msMin?: number | null }>(rounds: T[]): T {
+  const ms = rounds.map((r) => r.ms).filter((x): x is number => x !== null);
+  if (!ms.length || rounds.length === 1) return rounds[0];
+  return { ...rounds[0], ms: medianOf(ms), msMin: Math.min(...ms) };
 }
 
 interface TorchReport {
@@ -478,12 +502,14 @@ function sgemmRate(): number {
 
 function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchReport | null, device: string, floor?: { sgemmGflops: number; copyGBs: number }): void {
   const showCompile = !!torch?.compile.available;
+  const showMin = rows.some((r) => r.msMin != null);
   const header = ['d', 'r', 'N', 'dtype', 'pass', 'runs'];
   if (floor) header.push('floor ms');
   for (const v of variants) header.push(`${v} ms`, 'GB/s', '%copy');
   if (torch) header.push('torch ms', '× eager');
   if (showCompile) header.push('compile ms');
   if (floor) header.push('ours ÷ floor');
+  if (showMin) header.push('ours min', 'torch min', 'eager ÷ ours (min)');
   const torchTarget = torchPlan(device).runs;
 
   const lines: string[][] = [];
@@ -511,6 +537,11 @@ function printMainTable(rows: AdapterRow[], variants: Variant[], torch: TorchRep
     if (floor) {
       const fused = group.find((r) => r.variant === 'fused')?.ms ?? null;
       line.push(fused !== null ? `${(fused / cpuFloorMs(first, floor.sgemmGflops, floor.copyGBs)).toFixed(2)}×` : NA);
+    }
+    if (showMin) {
+      const mine = group.find((r) => r.variant === 'fused')?.msMin ?? null;
+      const theirs = torchMs(torch, first, 'eager')?.msMin ?? null;
+      line.push(fmtMs(mine ?? undefined), fmtMs(theirs ?? undefined), mine && theirs ? `${(theirs / mine).toFixed(2)}×` : NA);
     }
     lines.push(line);
   }
@@ -572,14 +603,32 @@ async function runAdapterSuite(opts: BenchOptions): Promise<object> {
   progress(`copy bandwidth on ${device}...`);
   const copy = copyBandwidth(device);
   const floor = deviceKind(device) === 'cpu' ? { sgemmGflops: sgemmRate(), copyGBs: copy.GBs } : undefined;
-  const rows: AdapterRow[] = [];
-  for (const s of shapes) for (const dtype of DTYPES) rows.push(...benchShape(s, dtype, device, copy));
+  const rounds = benchRounds(device);
+  const ourRounds: AdapterRow[][] = [];
+  const torchRounds: (TorchReport | null)[] = [];
+  for (let k = 0; k < rounds; k++) {
+    if (rounds > 1) progress(`adapter: round ${k + 1} of ${rounds}`);
+    const mine: AdapterRow[] = [];
+    for (const s of shapes) for (const dtype of DTYPES) mine.push(...benchShape(s, dtype, device, copy));
+    ourRounds.push(mine);
+    torchRounds.push(benchTorch(opts, shapes, head.build.cpuThreads));
+  }
+  const rows = ourRounds[0].map((r, i) => {
+    const m = mergeRounds(ourRounds.map((round) => round[i]));
+    const GBs = m.ms !== null ? m.floorBytes / (m.ms * 1e6) : null;
+    return { ...m, GBs, fractionOfCopy: GBs !== null ? GBs / copy.GBs : null };
+  });
   const batched = benchBatched(device);
-  const torch = benchTorch(opts, shapes, head.build.cpuThreads);
+  const firstTorch = torchRounds.find((t) => t !== null) ?? null;
+  const torch: TorchReport | null = firstTorch && {
+    ...firstTorch,
+    rows: firstTorch.rows.map((t, i) => mergeRounds(torchRounds.filter((r): r is TorchReport => r !== null).map((r) => r.rows[i]))),
+  };
 
   console.log(`\n== adapter microbenchmarks${opts.quick ? ' (--quick)' : ''} ==`);
   printHeader(head, copy);
   console.log(`adapter: activation ${ACTIVATION}, scaling ${SCALING}\n`);
+  if (rounds > 1) console.log(`rounds: ${rounds}, ours then PyTorch in turn; ms = the median of the rounds' medians, min = the fastest round's median\n`);
   if (floor) console.log(`floor: the GEMM FLOPs at ${floor.sgemmGflops.toFixed(1)} GFLOP/s (this package's fp32 matmul, 1024³, median of 10) plus the floor bytes at the copy bandwidth\n`);
   printMainTable(rows, variants, torch, device, floor);
   printNotes(rows, torch, device);
@@ -596,7 +645,7 @@ async function runAdapterSuite(opts: BenchOptions): Promise<object> {
     copyBandwidthGBs: copy.GBs,
     copy,
     cpuFloor: floor ?? null,
-    timing: { ours: timingPlan(device), torch: torchPlan(device) },
+    timing: { ours: timingPlan(device), torch: torchPlan(device), rounds },
     activation: ACTIVATION,
     scaling: SCALING,
     rows,

@@ -24,6 +24,7 @@ import type { ChatMessage } from './train/chat';
 import type { Decoder } from './models/decoder/model';
 import { createInterface } from 'readline';
 import { createServer } from './serve/server';
+import { decoderTokenizer } from './serve/open';
 
 function int(v: string): number {
   const n = Number(v);
@@ -246,8 +247,7 @@ export function makeProgram(): Command {
 
   async function openDecoder(o: { model: string; device?: string; adapter?: string }): Promise<{ model: Decoder; tokenizer: Tokenizer }> {
     const model = await loadDecoder(fs.existsSync(o.model) ? o.model : modelSource(o.model), { device: o.device ?? defaultDevice() });
-    const tokenizer = model.ggufTokenizer() ?? (model.dir ? await Tokenizer.fromDir(model.dir) : undefined);
-    if (!tokenizer) throw new Error(`${o.model}: no tokenizer (tokenizer.json beside the model, or a GGUF file)`);
+    const tokenizer = await decoderTokenizer(model, o.model);
     if (o.adapter) {
       const { name, dir } = adapterArg(o.adapter);
       const r = model.loadAdapter(mustExist(dir, 'adapter directory'), name ? { loadAs: name } : {});

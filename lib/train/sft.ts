@@ -111,7 +111,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
     { path: opts.logFile ?? '', name: 'logFile', kind: 'file' },
     { path: opts.checkpointDir ?? '', name: 'checkpointDir', kind: 'dir', owns: ownsCheckpointEntry },
   ]);
-  const tokenizer = opts.tokenizer ?? model.ggufTokenizer() ?? (model.dir ? await Tokenizer.fromDir(model.dir) : undefined);
+  const tokenizer = opts.tokenizer ?? (await model.ownTokenizer());
   if (!tokenizer) throw new Error('sft: pass a tokenizer (the model has no directory or GGUF file to take one from)');
   const read = async (d: SftExample[] | string | undefined) => (typeof d === 'string' ? readSftExamples(d) : d);
   const trainData = await read(opts.trainData);

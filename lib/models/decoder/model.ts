@@ -167,6 +167,11 @@ export class Decoder {
     return this.gguf ? Tokenizer.fromGgufMetadata(this.gguf.metadata, this.gguf.file) : undefined;
   }
 
+  /** The model's own tokenizer: the GGUF file's, else tokenizer.json of its directory; undefined when it has neither. */
+  async ownTokenizer(): Promise<Tokenizer | undefined> {
+    return this.ggufTokenizer() ?? (this.dir ? await Tokenizer.fromDir(this.dir) : undefined);
+  }
+
   /** Parameters of the frozen model (tied tensors counted once). */
   parameterCount(): number {
     let n = 0;
@@ -260,7 +265,7 @@ export class Decoder {
       const prompts = input.length && Array.isArray(input[0]) ? (input as number[][]) : [input as number[]];
       return generateIds(this, prompts, opts);
     }
-    const tokenizer = opts.tokenizer ?? this.ggufTokenizer() ?? (this.dir ? await Tokenizer.fromDir(this.dir) : undefined);
+    const tokenizer = opts.tokenizer ?? (await this.ownTokenizer());
     if (!tokenizer) throw new Error('generate: pass a tokenizer (the model has no GGUF file or directory to take one from)');
     return generateText(this, tokenizer, input as string | ChatMessage[], opts);
   }

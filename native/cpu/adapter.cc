@@ -95,7 +95,7 @@ struct Dropout {
 }  // namespace
 
 // out = r + m ⊙ s ⊙ (h·upᵀ + b_up), r the residual (x unless given), m the dropout mask, s the scale.
-// The output is written once: with fp32, no dropout and a scalar scale the up-projection GEMM adds
+// The output is written once: with fp32, no dropout and a constant scale the up-projection GEMM adds
 // straight into out (beta = 1) after one pass writes r + s·b_up there; otherwise the GEMM goes to a
 // reused scratch buffer and one pass per row combines it, converting to the storage dtype.
 void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
@@ -114,7 +114,9 @@ void adapterForward(const AdapterArgs& a, void* out, float* hPreOut) {
   for (int c = 0; c < a.d; c++) sc[c] = scale.at(c);
   Dropout drop(a);
   const size_t d = size_t(a.d);
-  if (a.dtype == DType::F32 && !drop.on && (!a.scaleT || a.scaleLen == 1)) {
+  // A scaling tensor (a learned scale) takes the second path: its gradient Σ m·(h·upᵀ + b_up)·dOut is a
+  // cancelling sum, and the reference's order of operations, (z + b_up)·s + r, keeps it within 1e-4.
+  if (a.dtype == DType::F32 && !drop.on && !a.scaleT) {
     float* o = static_cast<float*>(out);
     const float s = sc[0];
     parallelFor(a.N, rowGrain(a.d), [&](size_t n0, size_t n1) {

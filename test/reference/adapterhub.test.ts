@@ -28,6 +28,14 @@ function maxAbs(a: ArrayLike<number>): number {
   return m;
 }
 
+// A learned scaling's gradient is one number, Σ over every token and channel of the site of
+// (its output before scaling) × (the gradient reaching it): a sum that cancels to ~1e-4 of its terms,
+// so fp32 summation order alone moves it by up to ~1e-3 of itself (seen on rare seeds, before and after
+// this package's kernels changed). Every other gradient keeps 1e-4.
+function gradTolerance(name: string): number {
+  return name.endsWith('.scaling') ? 1e-2 : 1e-4;
+}
+
 /** Every element within rtol of the reference, relative to the reference tensor's largest magnitude. */
 function expectNear(what: string, actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number): void {
   expect(actual.length).toBe(expected.length);
@@ -98,7 +106,7 @@ describeReference('parity with transformers and AdapterHub on all-MiniLM-L6-v2',
       const expected = manifest.cases[name].trainable;
       // the same trainable set: every adapter tensor and the head, nothing else
       expect([...grads.keys()].sort()).toEqual([...expected].sort());
-      for (const p of expected) expectNear(`d ${p}`, grads.get(p)!.toArray(), ref.get(`grad.${p}`)!, 1e-4);
+      for (const p of expected) expectNear(`d ${p}`, grads.get(p)!.toArray(), ref.get(`grad.${p}`)!, gradTolerance(p));
       res.dispose();
     } finally {
       model.deleteAdapter(name);

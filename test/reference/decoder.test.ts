@@ -98,7 +98,8 @@ describeReference('decoders: parity with transformers on tiny random models', (e
         const grads = model.grads();
         expect([...grads.keys()].sort()).toEqual(refParams.sort());
         let worst = 0;
-        for (const [name, g] of grads) worst = Math.max(worst, near(`grad ${name}`, g.toArray(), ref.getFloat32(`grad.${name}`), 1e-4));
+        // a learned scaling's gradient is a cancelling sum: 1e-2 of itself (see gradTolerance in adapterhub.test.ts)
+        for (const [name, g] of grads) worst = Math.max(worst, near(`grad ${name}`, g.toArray(), ref.getFloat32(`grad.${name}`), name.endsWith('.scaling') ? 1e-2 : 1e-4));
         // eslint-disable-next-line no-console
         console.log(`${arch} + ${cfg}: ${grads.size} adapter gradients, worst error ${worst.toExponential(2)}`);
         out.dispose();

@@ -17,8 +17,8 @@ export const {
   matmulAsync, memoryBudget, memoryStats, mul, ones, packSft, padPackedBatch, padSftBatch,
   placeInHubCache, prefill, promptIds, rand, randn, randomFill, readExamples, readSftExamples,
   releaseCachedMemory, renderChat, resolveConfig, resolveModelDir, rmsNorm, rmsNormBackward, rope,
-  ropeBackward, rowSum, runDemo, runLlmDemo, sampleTokens, saveAdapter, saveHead, scale,
-  scaleInPlace, setMemoryBudget, sft, softmaxCrossEntropy, stack, streamText, streamTokens, sub,
-  sumOfSquares, synchronize, tensor, train, transpose12, zeros,
+  ropeBackward, rowSum, runDeferred, runDemo, runLlmDemo, sampleTokens, saveAdapter, saveHead,
+  scale, scaleInPlace, setMemoryBudget, sft, softmaxCrossEntropy, stack, streamText, streamTokens,
+  sub, sumOfSquares, synchronize, tensor, train, transpose12, zeros,
 } = cjs;
 export default cjs;

@@ -3,6 +3,7 @@ export { buildInfo, devices, defaultDevice, memoryStats, memoryBudget, setMemory
 export type { BuildInfo, DeviceInfo, MemoryBudget, MemoryStats } from './backend';
 export { Tensor, tensor, empty, full, zeros, ones, randn, rand } from './tensor';
 export type { DType, FloatDType, TensorOptions, RandomOptions } from './tensor';
+export { runDeferred } from './core/deferred';
 export { matmul, matmulAsync, stack, add, sub, mul, scale, rowSum, colSum, cast, fill, randomFill, activation, activationGrad } from './ops';
 export type { ActivationName } from './ops';
 export { adapterForward, adapterBackward, adapterForwardAsync, adapterBackwardAsync, adapterForwardBatched } from './methods/bottleneck/functional';

@@ -141,6 +141,11 @@ Napi::Value AdapterForward(const Napi::CallbackInfo& info) {
     res.Set("path", used);
     return runKernelAsync(env, op, true, res, heldArguments(info), [=] { cpu::adapterForward(a, o, hp); });
   }
+  if (dev == kCpu && deferring()) {
+    enqueueDeferred(op, [=] { cpu::adapterForward(a, o, hp); });
+    res.Set("path", used);
+    return res;
+  }
   runKernel(env, op, work);
   res.Set("path", used);
   return res;
@@ -189,6 +194,12 @@ Napi::Value AdapterBackward(const Napi::CallbackInfo& info) {
     res.Set("path", used);
     const void* dp = dOut.ptr();
     return runKernelAsync(env, op, true, res, heldArguments(info), [=] { cpu::adapterBackward(a, dp, hp, g); });
+  }
+  if (x.device == kCpu && deferring()) {
+    const void* dp = dOut.ptr();
+    enqueueDeferred(op, [=] { cpu::adapterBackward(a, dp, hp, g); });
+    res.Set("path", used);
+    return res;
   }
   runKernel(env, op, [&] {
     if (x.device == kCpu) cpu::adapterBackward(a, dOut.ptr(), hp, g);
@@ -260,12 +271,20 @@ Napi::Value AdapterForwardBatched(const Napi::CallbackInfo& info) {
   Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
   void* o = implOf(out).ptr();
   std::string used = "cpu";
-  runKernel(env, op, [&] {
-    if (x.device == kCpu) cpu::adapterForwardBatched(b, o);
+  if (x.device == kCpu && deferring()) {  // the queued kernel keeps its own copies of the host arrays
+    enqueueDeferred(op, [b, o, rowCopy, scaleCopy]() mutable {
+      b.rowAdapter = rowCopy.data();
+      b.scales = scaleCopy.data();
+      cpu::adapterForwardBatched(b, o);
+    });
+  } else {
+    runKernel(env, op, [&] {
+      if (x.device == kCpu) cpu::adapterForwardBatched(b, o);
 #ifdef FA_WITH_CUDA
-    else used = cuda::adapterForwardBatched(x.device, b, o, path);
+      else used = cuda::adapterForwardBatched(x.device, b, o, path);
 #endif
-  });
+    });
+  }
   Napi::Object res = Napi::Object::New(env);
   res.Set("out", out);
   res.Set("path", used);

@@ -32,14 +32,20 @@ Napi::Value FromArray(const Napi::CallbackInfo& info) {
   std::vector<int64_t> shape = argShape(env, info[1], op, "shape");
   DType dtype = argDType(env, info[2], op, "dtype");
   int device = argDevice(env, info[3], op);
-  Napi::Object out = newTensor(env, shape, dtype, device, op);
-  Napi::Function copyFrom = out.Get("copyFrom").As<Napi::Function>();
+  // filled here, at once: a fresh buffer waits for no queued work (deferred.h), and an index check
+  // may read it while a pass is being queued
+  Napi::Object out = newTensor(env, shape, dtype, device, op, true);
   TensorImpl& t = implOf(out);
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
   if (ta.ElementLength() != t.numel())
     fail(env, op, "argument 'data' has " + std::to_string(ta.ElementLength()) + " elements but shape " +
                       t.shapeString() + " needs " + std::to_string(t.numel()));
-  copyFrom.Call(out, {info[0]});
+  TensorImpl host = stageTypedArray(env, t, info[0], op);
+  try {
+    copyConvert(host, t, op);
+  } catch (const std::exception& e) {
+    fail(env, op, e.what());
+  }
   return out;
 }
 
@@ -237,6 +243,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerOptimOps(env, exports);
   registerDecoderOps(env, exports);
   registerGenerationOps(env, exports);
+  registerDeferredOps(env, exports);
   return exports;
 }
 

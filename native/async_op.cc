@@ -17,12 +17,15 @@ class OpWorker : public Napi::AsyncWorker {
   }
   Napi::Promise promise() { return deferred_.Promise(); }
   void Execute() override {
+    ticket_.wait();
     try {
       work_();
     } catch (const std::exception& e) {
       std::string msg = e.what(), prefix = op_ + ":";
       SetError(msg.rfind(prefix, 0) == 0 ? msg : prefix + " " + msg);
     }
+    held_.clear();
+    ticket_.finish();
   }
   void OnOK() override { deferred_.Resolve(result_.Value()); }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -31,6 +34,7 @@ class OpWorker : public Napi::AsyncWorker {
   std::string op_;
   std::vector<TensorImpl> held_;  // inputs' buffers stay alive until the kernel is done
   std::function<void()> work_;
+  TicketHolder ticket_;  // runs after the work issued before it (deferred.h)
   Napi::ObjectReference result_;  // and the outputs'
   Napi::Promise::Deferred deferred_;
 };
@@ -56,6 +60,7 @@ Napi::Value runKernelAsync(Napi::Env env, const char* op, bool onCpu, Napi::Obje
     }
     return d.Promise();
   }
+  settleQueue(env, op);
   auto* w = new OpWorker(env, op, result, std::move(held), std::move(work));
   Napi::Promise p = w->promise();
   w->Queue();

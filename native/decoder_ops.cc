@@ -38,7 +38,7 @@ Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
   Napi::Object rstd = newTensor(env, rowShape, DType::F32, x.device, a.op);
   void* o = implOf(out).ptr();
   float* rp = static_cast<float*>(implOf(rstd).ptr());
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(x.device, rmsNorm, x.dtype, x.ptr(), w.ptr(), o, rp, rows, size_t(H), float(eps)); });
+  deferKernel(env, a.op, x.device, [=] { FA_NN_DISPATCH(x.device, rmsNorm, x.dtype, x.ptr(), w.ptr(), o, rp, rows, size_t(H), float(eps)); });
   Napi::Object result = Napi::Object::New(env);
   result.Set("out", out);
   result.Set("rstd", rstd);
@@ -71,7 +71,7 @@ Napi::Value RmsNormBackward(const Napi::CallbackInfo& info) {
   void* dxp = implOf(dx).ptr();
   float* dWp = static_cast<float*>(implOf(dW).ptr());
   const float* rp = static_cast<const float*>(rstd.ptr());
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, x.device, [=] {
     FA_NN_DISPATCH(x.device, rmsNormBackward, x.dtype, dOut.ptr(), x.ptr(), w.ptr(), rp, dxp, dWp, rows, size_t(H));
   });
   Napi::Object result = Napi::Object::New(env);
@@ -105,7 +105,7 @@ Napi::Value Rope(const Napi::CallbackInfo& info) {
   void* o = implOf(out).ptr();
   const int32_t* pp = static_cast<const int32_t*>(pos.ptr());
   const float* ip = static_cast<const float*>(inv.ptr());
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(x.device, rope, x.dtype, x.ptr(), pp, ip, o, tokens, heads, D, rot, inverse); });
+  deferKernel(env, a.op, x.device, [=] { FA_NN_DISPATCH(x.device, rope, x.dtype, x.ptr(), pp, ip, o, tokens, heads, D, rot, inverse); });
   return out;
 }
 
@@ -124,7 +124,7 @@ Napi::Value CacheWrite(const Napi::CallbackInfo& info) {
   size_t offset = size_t(a.integer(info[2], "offset", 0, double(rows)));
   if (offset + n > rows) a.error("writing " + std::to_string(n) + " rows at " + std::to_string(offset) + " overflows the cache of " + std::to_string(rows));
   size_t rowBytes = size_t(c.shape[3]) * dtypeSize(c.dtype), outer = size_t(c.shape[0] * c.shape[1]);
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(c.device, cacheWrite, c.ptr(), x.ptr(), outer, rows, n, rowBytes, offset); });
+  deferKernel(env, a.op, c.device, [=] { FA_NN_DISPATCH(c.device, cacheWrite, c.ptr(), x.ptr(), outer, rows, n, rowBytes, offset); });
   return env.Undefined();
 }
 
@@ -148,7 +148,7 @@ Napi::Value GatedActivation(const Napi::CallbackInfo& info) {
   int act = argAct(a, info[2]);
   Napi::Object out = newTensor(env, g.shape, g.dtype, g.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(g.device, gatedActivation, g.dtype, g.ptr(), u.ptr(), o, g.numel(), act); });
+  deferKernel(env, a.op, g.device, [=] { FA_NN_DISPATCH(g.device, gatedActivation, g.dtype, g.ptr(), u.ptr(), o, g.numel(), act); });
   return out;
 }
 
@@ -167,7 +167,7 @@ Napi::Value GatedActivationBackward(const Napi::CallbackInfo& info) {
   Napi::Object du = newTensor(env, g.shape, g.dtype, g.device, a.op);
   void* dgp = implOf(dg).ptr();
   void* dup = implOf(du).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, g.device, [=] {
     FA_NN_DISPATCH(g.device, gatedActivationBackward, g.dtype, d.ptr(), g.ptr(), u.ptr(), dgp, dup, g.numel(), act);
   });
   Napi::Object result = Napi::Object::New(env);
@@ -237,7 +237,7 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   Napi::Object lse = newTensor(env, {q.shape[0], q.shape[1], q.shape[2]}, DType::F32, q.device, a.op);
   void* o = implOf(out).ptr();
   float* lp = static_cast<float*>(implOf(lse).ptr());
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, q.device, [=] {
     FA_NN_DISPATCH(q.device, attention, q.dtype, q.ptr(), k.ptr(), v.ptr(), r.mask, r.maskType, o, lp, r.shape);
   });
   Napi::Object result = Napi::Object::New(env);
@@ -269,7 +269,7 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   void* dkp = implOf(dk).ptr();
   void* dvp = implOf(dv).ptr();
   const float* lp = static_cast<const float*>(lse.ptr());
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, q.device, [=] {
     FA_NN_DISPATCH(q.device, attentionBackward, q.dtype, q.ptr(), k.ptr(), v.ptr(), out.ptr(), dOut.ptr(), lp, r.mask,
                    r.maskType, dqp, dkp, dvp, r.shape);
   });

@@ -38,7 +38,7 @@ Napi::Value CacheScatter(const Napi::CallbackInfo& info) {
       if (sp[i] < -1 || sp[i] >= int64_t(S))
         a.error("slot " + std::to_string(sp[i]) + " (row " + std::to_string(i) + ") is outside the pool of " + std::to_string(S) + " rows");
   const size_t rowBytes = (S ? pool.numel() / S : 0) * dtypeSize(pool.dtype);
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(pool.device, cacheScatter, pool.ptr(), S, src.ptr(), sp, N, rowBytes); });
+  deferKernel(env, a.op, pool.device, [=] { FA_NN_DISPATCH(pool.device, cacheScatter, pool.ptr(), S, src.ptr(), sp, N, rowBytes); });
   return env.Undefined();
 }
 
@@ -100,7 +100,7 @@ Napi::Value DecodeAttention(const Napi::CallbackInfo& info) {
   s.splits = splits;
   Napi::Object out = newTensor(env, q.shape, q.dtype, q.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, q.device, [=] {
     FA_NN_DISPATCH(q.device, decodeAttention, q.dtype, q.ptr(), k.ptr(), v.ptr(), static_cast<const int32_t*>(table.ptr()),
                    static_cast<const int32_t*>(lens.ptr()), o, s);
   });
@@ -134,7 +134,7 @@ Napi::Value SampleTokens(const Napi::CallbackInfo& info) {
   Napi::Object out = newTensor(env, {int64_t(B)}, DType::I32, logits.device, a.op);
   int32_t* tp = static_cast<int32_t*>(implOf(out).ptr());
   const float* pp = static_cast<const float*>(params.ptr());
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(logits.device, sampleTokens, logits.dtype, logits.ptr(), pp, pen, P, tp, B, V); });
+  deferKernel(env, a.op, logits.device, [=] { FA_NN_DISPATCH(logits.device, sampleTokens, logits.dtype, logits.ptr(), pp, pen, P, tp, B, V); });
   return out;
 }
 

@@ -33,17 +33,25 @@ std::string positionString(const std::vector<int64_t>& shape, int64_t pos) {
   return s;
 }
 
-// Runs an index-checked kernel (`run` returns the first bad position or -1, with the value in
-// bad) and throws "op: argument 'name' holds V at position P, outside [0, limit)".
-template <typename F>
+// Runs an index-checked kernel and throws "op: argument 'name' holds V at position P, outside [0, limit)"
+// for the first bad index. On the CPU the indices are checked at once (after the work that writes
+// them, if any is queued) and `cpuKernel` (capturing by value) may be queued (deferred.h); CUDA's
+// `cudaRun` checks on the device and returns the first bad position or -1, with the value in bad.
+template <typename Cpu, typename Cuda>
 void checkedRun(Napi::Env env, const char* op, const TensorImpl& idx, const char* name, int64_t limit,
-                const std::string& extra, F&& run) {
+                const int32_t* allowed, const std::string& extra, Cpu cpuKernel, Cuda&& cudaRun) {
   int32_t bad = 0;
   int64_t pos = -1;
-  runKernel(env, op, [&] { pos = run(&bad); });
+  if (idx.device == kCpu) {
+    if (pendingOutput(idx)) settle(env, op);
+    pos = cpu::firstBadIndex(static_cast<const int32_t*>(idx.ptr()), idx.numel(), limit, allowed, &bad);
+  } else {
+    runKernel(env, op, [&] { pos = cudaRun(&bad); });
+  }
   if (pos >= 0)
     fail(env, op, arg(name) + " holds " + std::to_string(bad) + " at " + positionString(idx.shape, pos) +
                       ", outside [0, " + std::to_string(limit) + ")" + extra);
+  if (idx.device == kCpu) deferKernel(env, op, kCpu, cpuKernel);
 }
 
 // layerNorm(x, weight, bias, eps, residual|undefined) -> { out, mean, rstd }
@@ -79,7 +87,7 @@ Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
   float* mp = static_cast<float*>(implOf(mean).ptr());
   float* rp = static_cast<float*>(implOf(rstd).ptr());
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, x.device, [=] {
     FA_NN_DISPATCH(x.device, layerNorm, x.dtype, x.ptr(), res, w.ptr(), b.ptr(), o, mp, rp, rows, size_t(H),
                    float(eps));
   });
@@ -130,7 +138,7 @@ Napi::Value LayerNormBackward(const Napi::CallbackInfo& info) {
   float* dBp = static_cast<float*>(implOf(dB).ptr());
   const float* mp = static_cast<const float*>(mean.ptr());
   const float* rp = static_cast<const float*>(rstd.ptr());
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, x.device, [=] {
     FA_NN_DISPATCH(x.device, layerNormBackward, x.dtype, dOut.ptr(), x.ptr(), res, w.ptr(), mp, rp, dxp, dWp, dBp,
                    rows, size_t(H));
   });
@@ -173,7 +181,7 @@ Napi::Value MaskedSoftmax(const Napi::CallbackInfo& info) {
   }
   Napi::Object out = newTensor(env, s.shape, s.dtype, s.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, s.device, [=] {
     FA_NN_DISPATCH(s.device, maskedSoftmax, s.dtype, s.ptr(), mask, maskType, o, rows, Tk, rowsPerBatch, scale,
                    causalTq);
   });
@@ -194,7 +202,7 @@ Napi::Value MaskedSoftmaxBackward(const Napi::CallbackInfo& info) {
   size_t rows = product(leading(p));
   Napi::Object out = newTensor(env, p.shape, p.dtype, p.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, p.device, [=] {
     FA_NN_DISPATCH(p.device, maskedSoftmaxBackward, p.dtype, p.ptr(), d.ptr(), o, rows, Tk, scale);
   });
   return out;
@@ -209,7 +217,7 @@ Napi::Value Transpose12(const Napi::CallbackInfo& info) {
   const auto& s = x.shape;
   Napi::Object out = newTensor(env, {s[0], s[2], s[1], s[3]}, x.dtype, x.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] {
+  deferKernel(env, a.op, x.device, [=] {
     FA_NN_DISPATCH(x.device, transpose12, dtypeSize(x.dtype), x.ptr(), o, size_t(s[0]), size_t(s[1]), size_t(s[2]),
                    size_t(s[3]));
   });
@@ -233,18 +241,15 @@ Napi::Value Embedding(const Napi::CallbackInfo& info) {
   Napi::Object out = newTensor(env, shape, table.dtype, table.device, a.op);
   void* o = implOf(out).ptr();
   const int32_t* ip = static_cast<const int32_t*>(ids.ptr());
-  checkedRun(env, a.op, ids, "ids", V, "", [&](int32_t* bad) -> int64_t {
-    if (ids.device == kCpu) {
-      int64_t pos = cpu::firstBadIndex(ip, N, V, nullptr, bad);
-      if (pos < 0) cpu::embedding(table.dtype, table.ptr(), ip, o, N, size_t(H));
-      return pos;
-    }
+  checkedRun(env, a.op, ids, "ids", V, nullptr, "", [=] { cpu::embedding(table.dtype, table.ptr(), ip, o, N, size_t(H)); },
+             [&](int32_t* bad) -> int64_t {
 #ifdef FA_WITH_CUDA
-    return cuda::embedding(table.device, table.dtype, table.ptr(), ip, o, N, size_t(H), size_t(V), bad);
+               return cuda::embedding(table.device, table.dtype, table.ptr(), ip, o, N, size_t(H), size_t(V), bad);
 #else
-    return -1;
+               (void)bad;
+               return -1;
 #endif
-  });
+             });
   return out;
 }
 
@@ -267,18 +272,16 @@ Napi::Value EmbeddingBackward(const Napi::CallbackInfo& info) {
   Napi::Object out = newTensor(env, {V, H}, DType::F32, dOut.device, a.op);
   float* o = static_cast<float*>(implOf(out).ptr());
   const int32_t* ip = static_cast<const int32_t*>(ids.ptr());
-  checkedRun(env, a.op, ids, "ids", V, "", [&](int32_t* bad) -> int64_t {
-    if (ids.device == kCpu) {
-      int64_t pos = cpu::firstBadIndex(ip, N, V, nullptr, bad);
-      if (pos < 0) cpu::embeddingBackward(dOut.dtype, dOut.ptr(), ip, o, N, size_t(H), size_t(V));
-      return pos;
-    }
+  checkedRun(env, a.op, ids, "ids", V, nullptr, "",
+             [=] { cpu::embeddingBackward(dOut.dtype, dOut.ptr(), ip, o, N, size_t(H), size_t(V)); },
+             [&](int32_t* bad) -> int64_t {
 #ifdef FA_WITH_CUDA
-    return cuda::embeddingBackward(dOut.device, dOut.dtype, dOut.ptr(), ip, o, N, size_t(H), size_t(V), bad);
+               return cuda::embeddingBackward(dOut.device, dOut.dtype, dOut.ptr(), ip, o, N, size_t(H), size_t(V), bad);
 #else
-    return -1;
+               (void)bad;
+               return -1;
 #endif
-  });
+             });
   return out;
 }
 
@@ -292,7 +295,7 @@ Napi::Value DropoutImpl(const Napi::CallbackInfo& info, const char* opName, cons
   uint64_t seed = a.seed(info[2]);
   Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, a.op);
   void* o = implOf(out).ptr();
-  runKernel(env, a.op, [&] { FA_NN_DISPATCH(x.device, dropout, x.dtype, x.ptr(), o, x.numel(), p, seed); });
+  deferKernel(env, a.op, x.device, [=] { FA_NN_DISPATCH(x.device, dropout, x.dtype, x.ptr(), o, x.numel(), p, seed); });
   return out;
 }
 Napi::Value Dropout(const Napi::CallbackInfo& info) { return DropoutImpl(info, "dropout", "x"); }
@@ -317,20 +320,18 @@ Napi::Value SoftmaxCrossEntropy(const Napi::CallbackInfo& info) {
   float* lp = static_cast<float*>(implOf(loss).ptr());
   void* dp = implOf(dLogits).ptr();
   const int32_t* ip = static_cast<const int32_t*>(labels.ptr());
-  checkedRun(env, a.op, labels, "labels", int64_t(C), " and not ignoreIndex " + std::to_string(ignore),
+  checkedRun(env, a.op, labels, "labels", int64_t(C), &ignore, " and not ignoreIndex " + std::to_string(ignore),
+             [=] { cpu::softmaxCrossEntropy(logits.dtype, logits.ptr(), ip, lp, dp, rows, C, ignore); },
              [&](int32_t* bad) -> int64_t {
-               if (labels.device == kCpu) {
-                 int64_t pos = cpu::firstBadIndex(ip, rows, int64_t(C), &ignore, bad);
-                 if (pos < 0) cpu::softmaxCrossEntropy(logits.dtype, logits.ptr(), ip, lp, dp, rows, C, ignore);
-                 return pos;
-               }
 #ifdef FA_WITH_CUDA
                return cuda::softmaxCrossEntropy(logits.device, logits.dtype, logits.ptr(), ip, lp, dp, rows, C, ignore,
                                                 bad);
 #else
+               (void)bad;
                return -1;
 #endif
              });
+
   Napi::Object result = Napi::Object::New(env);
   result.Set("loss", loss);
   result.Set("dLogits", dLogits);

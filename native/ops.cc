@@ -120,14 +120,14 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
     FA_DISPATCH(dev, gemm, dt, tA, tB, int(M), int(N), int(K), 1.0f, ap, lda, sA, bp, ldb, sB, 0.0f, cp, int(N), sC, batch, op);
   };
   if (info[4].ToBoolean()) return runKernelAsync(env, op, dev == kCpu, out, heldArguments(info), work);
-  runKernel(env, op, work);
+  deferKernel(env, op, dev, work);
   return out;
 }
 
 // The operands of add/mul: same dtype and device, b equal to a or a broadcast suffix of it.
 struct Binary {
-  TensorImpl& a;
-  TensorImpl& b;
+  TensorImpl a;  // copies: a queued kernel (deferred.h) must not reach into the JS objects
+  TensorImpl b;
   size_t nb;  // b's element count
 };
 
@@ -148,7 +148,7 @@ Napi::Value Add(const Napi::CallbackInfo& info) {
   float alpha = info[2].IsUndefined() ? 1.0f : float(argNumber(env, info[2], op, "alpha"));
   Napi::Object out = newTensor(env, x.a.shape, x.a.dtype, x.a.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] {
+  deferKernel(env, op, x.a.device, [=] {
     FA_DISPATCH(x.a.device, add, x.a.dtype, x.a.ptr(), x.b.ptr(), o.ptr(), x.a.numel(), x.nb, alpha);
   });
   return out;
@@ -161,7 +161,7 @@ Napi::Value Mul(const Napi::CallbackInfo& info) {
   Binary x = binaryArgs(env, info, op);
   Napi::Object out = newTensor(env, x.a.shape, x.a.dtype, x.a.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(x.a.device, mul, x.a.dtype, x.a.ptr(), x.b.ptr(), o.ptr(), x.a.numel(), x.nb); });
+  deferKernel(env, op, x.a.device, [=] { FA_DISPATCH(x.a.device, mul, x.a.dtype, x.a.ptr(), x.b.ptr(), o.ptr(), x.a.numel(), x.nb); });
   return out;
 }
 
@@ -173,7 +173,7 @@ Napi::Value Scale(const Napi::CallbackInfo& info) {
   floatOnly(env, op, a, "a");
   Napi::Object out = newTensor(env, a.shape, a.dtype, a.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(a.device, scale, a.dtype, a.ptr(), o.ptr(), a.numel(), s); });
+  deferKernel(env, op, a.device, [=] { FA_DISPATCH(a.device, scale, a.dtype, a.ptr(), o.ptr(), a.numel(), s); });
   return out;
 }
 
@@ -183,7 +183,7 @@ Napi::Value Fill(const Napi::CallbackInfo& info) {
   const char* op = "fill";
   TensorImpl& t = argTensor(env, info[0], op, "t");
   float v = float(argNumber(env, info[1], op, "value"));
-  runKernel(env, op, [&] { FA_DISPATCH(t.device, fill, t.dtype, t.ptr(), t.numel(), v); });
+  deferKernel(env, op, t.device, [=] { FA_DISPATCH(t.device, fill, t.dtype, t.ptr(), t.numel(), v); });
   return env.Undefined();
 }
 
@@ -201,7 +201,7 @@ Napi::Value RandomFill(const Napi::CallbackInfo& info) {
   float a = float(argNumber(env, info[3], op, "a")), b = float(argNumber(env, info[4], op, "b"));
   uint64_t seed = uint64_t(seedD);
   bool normal = kind == "normal";
-  runKernel(env, op, [&] { FA_DISPATCH(t.device, randomFill, t.dtype, t.ptr(), t.numel(), seed, normal, a, b); });
+  deferKernel(env, op, t.device, [=] { FA_DISPATCH(t.device, randomFill, t.dtype, t.ptr(), t.numel(), seed, normal, a, b); });
   return env.Undefined();
 }
 
@@ -221,7 +221,7 @@ Napi::Value Activation(const Napi::CallbackInfo& info) {
   Act act = argAct(env, info[1], op);
   Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(x.device, activation, x.dtype, x.ptr(), o.ptr(), x.numel(), act); });
+  deferKernel(env, op, x.device, [=] { FA_DISPATCH(x.device, activation, x.dtype, x.ptr(), o.ptr(), x.numel(), act); });
   return out;
 }
 
@@ -238,7 +238,7 @@ Napi::Value ActivationGrad(const Napi::CallbackInfo& info) {
   Act act = argAct(env, info[2], op);
   Napi::Object out = newTensor(env, x.shape, x.dtype, x.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] { FA_DISPATCH(x.device, activationGrad, x.dtype, x.ptr(), dy.ptr(), o.ptr(), x.numel(), act); });
+  deferKernel(env, op, x.device, [=] { FA_DISPATCH(x.device, activationGrad, x.dtype, x.ptr(), dy.ptr(), o.ptr(), x.numel(), act); });
   return out;
 }
 
@@ -254,7 +254,7 @@ Napi::Value RowSum(const Napi::CallbackInfo& info) {
   if (!cols) { rows = 1; for (int64_t s : shape) rows *= size_t(s); }
   Napi::Object out = newTensor(env, shape, x.dtype, x.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] {
+  deferKernel(env, op, x.device, [=] {
     if (cols == 0) FA_DISPATCH(x.device, fill, x.dtype, o.ptr(), rows, 0.0f);
     else FA_DISPATCH(x.device, rowSum, x.dtype, x.ptr(), o.ptr(), rows, cols);
   });
@@ -271,7 +271,7 @@ Napi::Value ColSum(const Napi::CallbackInfo& info) {
   size_t cols = size_t(x.shape.back()), rows = cols ? x.numel() / cols : 0;
   Napi::Object out = newTensor(env, {int64_t(cols)}, x.dtype, x.device, op);
   TensorImpl& o = implOf(out);
-  runKernel(env, op, [&] {
+  deferKernel(env, op, x.device, [=] {
     if (rows == 0) FA_DISPATCH(x.device, fill, x.dtype, o.ptr(), cols, 0.0f);
     else FA_DISPATCH(x.device, colSum, x.dtype, x.ptr(), o.ptr(), rows, cols);
   });

@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "deferred.h"
 #include "tensor.h"
 
 namespace fa {
@@ -16,9 +17,11 @@ void registerOptimOps(Napi::Env env, Napi::Object exports);
 void registerDecoderOps(Napi::Env env, Napi::Object exports);
 void registerGenerationOps(Napi::Env env, Napi::Object exports);
 
-// Runs a kernel call, turning a C++ exception into a JS Error named after the op.
+// Runs a kernel call now, after the work issued before it (settle(), deferred.h), turning a C++
+// exception into a JS Error named after the op.
 template <typename F>
 void runKernel(Napi::Env env, const char* op, F&& f) {
+  settle(env, op);
   try {
     f();
   } catch (const Napi::Error&) {
@@ -28,6 +31,18 @@ void runKernel(Napi::Env env, const char* op, F&& f) {
     std::string prefix = std::string(op) + ":";
     throw Napi::Error::New(env, msg.rfind(prefix, 0) == 0 ? msg : prefix + " " + msg);
   }
+}
+
+// A kernel that may be queued: while deferring (deferred.h) a CPU kernel is queued, else it runs now.
+// `f` must capture by value (pointers, sizes, TensorImpl copies), never a reference to a binding's
+// local: it may run after the binding has returned.
+template <typename F>
+void deferKernel(Napi::Env env, const char* op, int device, F f) {
+  if (device == kCpu && deferring()) {
+    enqueueDeferred(op, std::function<void()>(std::move(f)));
+    return;
+  }
+  runKernel(env, op, f);
 }
 
 // The tensors among a call's arguments, copied: each copy holds its buffer, so an op running on a

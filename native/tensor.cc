@@ -4,6 +4,7 @@
 #include <stdexcept>
 
 #include "cpu/basic.h"
+#include "deferred.h"
 #ifdef FA_WITH_CUDA
 #include "../cuda/basic.h"
 #include "../cuda/runtime.h"
@@ -31,6 +32,7 @@ TensorImpl& argTensor(Napi::Env env, Napi::Value v, const char* op, const char* 
   if (!isTensor(env, v)) fail(env, op, std::string("argument '") + name + "' must be a Tensor");
   TensorWrap* w = TensorWrap::Unwrap(v.As<Napi::Object>());
   if (w->disposed()) fail(env, op, std::string("argument '") + name + "' is a disposed tensor");
+  holdForDeferred(w->impl);
   return w->impl;
 }
 
@@ -87,7 +89,8 @@ void flushExternal(Napi::Env env) {
   else a.pending.fetch_add(change);
 }
 
-Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, int device, const char* op) {
+Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, int device, const char* op,
+                       bool filledNow) {
   checkDevice(env, device, op);
   auto* data = env.GetInstanceData<AddonData>();
   Napi::Object obj = data->tensorCtor.New({});
@@ -102,6 +105,8 @@ Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType d
     fail(env, op, e.what());
   }
   flushExternal(env);  // this allocation, and whatever finalizers or workers freed since the last call
+  holdForDeferred(t);
+  if (!filledNow) noteDeferredOutput(t);
   return obj;
 }
 
@@ -201,6 +206,7 @@ Napi::Value TensorWrap::isDisposed(const Napi::CallbackInfo& info) { return Napi
 Napi::Value TensorWrap::toArray(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorImpl& t = self(this, env, "toArray");
+  settle(env, "toArray");  // the work queued or in flight that writes it comes first (deferred.h)
   Napi::Float32Array out = Napi::Float32Array::New(env, t.numel());
   try {
     readFloat(t, out.Data(), "toArray");
@@ -242,6 +248,7 @@ class ReadWorker : public Napi::AsyncWorker {
 Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorImpl& t = self(this, env, "data");
+  settle(env, "data");
   // Snapshot now (a host memcpy, or a device copy queued on the stream): writes made after
   // data() returns must not show up in the result the worker reads later.
   TensorImpl snap = t;
@@ -260,38 +267,50 @@ Napi::Value TensorWrap::data(const Napi::CallbackInfo& info) {
   return p;
 }
 
+TensorImpl stageTypedArray(Napi::Env env, const TensorImpl& t, Napi::Value v, const char* op) {
+  if (!v.IsTypedArray()) fail(env, op, "argument 'src' must be a Tensor or a typed array");
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (ta.ElementLength() != t.numel())
+    fail(env, op, "argument 'src' has " + std::to_string(ta.ElementLength()) + " elements, the tensor has " +
+                      std::to_string(t.numel()));
+  TensorImpl host;
+  host.shape = t.shape;
+  host.device = kCpu;
+  switch (ta.TypedArrayType()) {
+    case napi_float32_array: host.dtype = DType::F32; break;
+    case napi_int32_array: host.dtype = DType::I32; break;
+    default: fail(env, op, "argument 'src' must be a Float32Array or Int32Array");
+  }
+  const char* base = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  host.buf = std::make_shared<Buffer>(kCpu, t.numel() * 4);
+  std::memcpy(host.buf->ptr(), base, t.numel() * 4);
+  return host;
+}
+
 // copyFrom(src): src is a typed array (any numeric kind) or a tensor; same element count.
 Napi::Value TensorWrap::copyFrom(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   TensorImpl& t = self(this, env, "copyFrom");
   Napi::Value v = info[0];
+  // in issue order (deferred.h): queued while deferring on the host, else after the work before it
+  auto copy = [&](const TensorImpl& src, const TensorImpl& dst) {
+    if (src.device == kCpu && dst.device == kCpu && deferring()) {
+      enqueueDeferred("copyFrom", [src, dst] { copyConvert(src, dst, "copyFrom"); });
+      return;
+    }
+    settle(env, "copyFrom");
+    copyConvert(src, dst, "copyFrom");
+  };
   try {
     if (isTensor(env, v)) {
       TensorImpl& s = argTensor(env, v, "copyFrom", "src");
       if (s.numel() != t.numel())
         fail(env, "copyFrom", "argument 'src' has " + std::to_string(s.numel()) + " elements, the tensor has " +
                                   std::to_string(t.numel()));
-      if (&s != &t) copyConvert(s, t, "copyFrom");
+      if (&s != &t) copy(s, t);
       return env.Undefined();
     }
-    if (!v.IsTypedArray()) fail(env, "copyFrom", "argument 'src' must be a Tensor or a typed array");
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    if (ta.ElementLength() != t.numel())
-      fail(env, "copyFrom", "argument 'src' has " + std::to_string(ta.ElementLength()) + " elements, the tensor has " +
-                                std::to_string(t.numel()));
-    TensorImpl host;
-    host.shape = t.shape;
-    host.device = kCpu;
-    const char* base = static_cast<const char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
-    switch (ta.TypedArrayType()) {
-      case napi_float32_array: host.dtype = DType::F32; break;
-      case napi_int32_array: host.dtype = DType::I32; break;
-      default: fail(env, "copyFrom", "argument 'src' must be a Float32Array or Int32Array");
-    }
-    // Staged through a host buffer: JS memory may move once we return.
-    host.buf = std::make_shared<Buffer>(kCpu, t.numel() * 4);
-    std::memcpy(host.buf->ptr(), base, t.numel() * 4);
-    copyConvert(host, t, "copyFrom");
+    copy(stageTypedArray(env, t, v, "copyFrom"), t);
   } catch (const Napi::Error&) {
     throw;
   } catch (const std::exception& e) {
@@ -310,6 +329,11 @@ Napi::Value TensorWrap::to(const Napi::CallbackInfo& info) {
   if ((dtype == DType::I32) != (t.dtype == DType::I32))
     fail(env, "to", std::string("cannot convert ") + dtypeName(t.dtype) + " to " + dtypeName(dtype));
   Napi::Object out = newTensor(env, t.shape, dtype, device, "to");
+  if (t.device == kCpu && device == kCpu && deferring()) {  // a host copy or cast: queued like a kernel
+    enqueueDeferred("to", [src = t, dst = implOf(out)] { copyConvert(src, dst, "to"); });
+    return out;
+  }
+  settle(env, "to");
   try {
     copyConvert(t, implOf(out), "to");
   } catch (const std::exception& e) {

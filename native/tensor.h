@@ -69,8 +69,15 @@ void flushExternal(Napi::Env env);
 TensorImpl& argTensor(Napi::Env env, Napi::Value v, const char* op, const char* name);
 bool isTensor(Napi::Env env, Napi::Value v);
 
-// Allocates a tensor on `device` and wraps it for JS.
-Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, int device, const char* op);
+// Allocates a tensor on `device` and wraps it for JS. While deferring (deferred.h) it counts as written
+// by the queue unless `filledNow` (the caller fills it at once, as fromArray does).
+Napi::Object newTensor(Napi::Env env, const std::vector<int64_t>& shape, DType dtype, int device, const char* op,
+                       bool filledNow = false);
+// Copies a typed array (Float32Array or Int32Array, t's element count) into a fresh host buffer: the
+// source of a copy into t (JS memory may move once the binding returns).
+TensorImpl stageTypedArray(Napi::Env env, const TensorImpl& t, Napi::Value v, const char* op);
+// Copies src into dst now, converting the dtype and crossing devices as needed.
+void copyConvert(const TensorImpl& src, const TensorImpl& dst, const char* op);
 TensorImpl& implOf(Napi::Object obj);
 
 // Validates a device index for `op` (CUDA compiled, usable, in range).

@@ -13,6 +13,7 @@ import { decodeStep, prefill } from './cached';
 import { PagedKVCache } from './cache';
 import { sampleTokens, SAMPLE_PARAMS } from './kernels';
 import { mulberry32 as rng } from '../core/random';
+import { runDeferred } from '../core/deferred';
 
 export interface GenerateOptions {
   /** Default 64. */
@@ -94,7 +95,8 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
     let rows = prompts.map((_, b) => b); // the running rows, in order
     const seqs = rows.map(() => cache.add());
     const adaptersOf = (rs: number[]) => (o.adapters ? rs.map((b) => o.adapters![b]) : undefined);
-    let logits = prefill(model, cache, seqs, prompts, o.adapters);
+    // each pass's CPU kernels run on a worker thread: the event loop goes on while a step computes
+    let logits = await runDeferred(() => prefill(model, cache, seqs, prompts, o.adapters));
     for (let step = 0; ; step++) {
       let next: number[];
       try {
@@ -114,8 +116,8 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
       for (const [j, id] of seqs.entries()) if (!still.includes(j)) cache.release(id);
       rows = still.map((j) => rows[j]);
       seqs.splice(0, seqs.length, ...still.map((j) => seqs[j]));
-      await new Promise((resolve) => setImmediate(resolve)); // let the event loop run between steps
-      logits = decodeStep(model, cache, seqs, still.map((j) => next[j]), adaptersOf(rows));
+      await new Promise((resolve) => setImmediate(resolve)); // a turn of the event loop on CUDA too
+      logits = await runDeferred(() => decodeStep(model, cache, seqs, still.map((j) => next[j]), adaptersOf(rows)));
     }
   } finally {
     const end = clock();

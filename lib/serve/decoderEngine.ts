@@ -6,6 +6,7 @@
 import type { Decoder } from '../models/decoder/model';
 import type { Tensor } from '../tensor';
 import { PagedKVCache } from '../generation/cache';
+import { runDeferred } from '../core/deferred';
 import { decodeStep, prefill } from '../generation/cached';
 import { GenerateOptions, sampleRows, checkGenerateOptions } from '../generation/generate';
 import { mulberry32 } from '../core/random';
@@ -81,14 +82,14 @@ export class DecoderEngine {
 
   private async run(): Promise<void> {
     while (this.pending.length || this.running.length) {
-      this.admit();
-      if (this.running.length) this.step();
+      await this.admit();
+      if (this.running.length) await this.step();
       await new Promise((r) => setImmediate(r)); // HTTP requests are served between steps
     }
   }
 
   /** Prefills waiting requests that fit (batch slots and cache pages), sampling their first tokens. */
-  private admit(): void {
+  private async admit(): Promise<void> {
     const joining: Running[] = [];
     let free = this.cache.freePages;
     while (this.pending.length && this.running.length + joining.length < this.o.maxBatch) {
@@ -102,7 +103,8 @@ export class DecoderEngine {
       for (const r of group) r.seq = this.cache.add();
       try {
         this.o.onBatch?.(group.length, 'prefill');
-        const logits = prefill(this.model, this.cache, group.map((r) => r.seq), group.map((r) => r.req.prompt), group.map((r) => r.req.adapter));
+        // the pass's CPU kernels run on a worker thread: HTTP requests are served meanwhile
+        const logits = await runDeferred(() => prefill(this.model, this.cache, group.map((r) => r.seq), group.map((r) => r.req.prompt), group.map((r) => r.req.adapter)));
         this.running.push(...group);
         this.emit(group, logits);
       } catch (e) {
@@ -111,11 +113,11 @@ export class DecoderEngine {
     }
   }
 
-  private step(): void {
+  private async step(): Promise<void> {
     for (const group of groups(this.running)) {
       try {
         this.o.onBatch?.(group.length, 'decode');
-        const logits = decodeStep(this.model, this.cache, group.map((r) => r.seq), group.map((r) => r.last), group.map((r) => r.req.adapter));
+        const logits = await runDeferred(() => decodeStep(this.model, this.cache, group.map((r) => r.seq), group.map((r) => r.last), group.map((r) => r.req.adapter)));
         this.emit(group, logits);
       } catch (e) {
         this.fail(group, e);

@@ -33,7 +33,7 @@ export class EncoderService {
         for (const idx of groups.values()) {
           o.onBatch?.(idx.reduce((a, i) => a + items[i].texts.length, 0));
           try {
-            const res = this.runGroup(idx.map((i) => items[i]));
+            const res = await this.runGroup(idx.map((i) => items[i]));
             idx.forEach((i, j) => { out[i] = res[j]; });
           } catch (e) {
             // this group's requests fail; the other groups of the batch still run
@@ -51,11 +51,11 @@ export class EncoderService {
     return this.tokenizer.encode(text, undefined, { maxLength: Number.MAX_SAFE_INTEGER }).ids.length;
   }
 
-  private runGroup(items: EncoderItem[]): EncoderResult[] {
+  private async runGroup(items: EncoderItem[]): Promise<EncoderResult[]> {
     const texts = items.flatMap((i) => i.texts);
     const adapters = items.flatMap((i) => i.texts.map(() => i.adapter));
     const enc = this.tokenizer.encodeBatch(texts, undefined, { maxLength: this.model.config.maxPositions });
-    const r = this.model.forward(
+    const r = await this.model.forwardAsync(
       { inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape },
       adapters.some((a) => a !== null) ? { adapters } : {},
     );

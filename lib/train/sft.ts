@@ -207,7 +207,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
       let gradNorm = NaN;
       let out: ReturnType<Decoder['forward']> | null = null;
       try {
-        out = model.forward({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, segmentIds }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31, checkpointing: opts.checkpointing, keepLogits: false });
+        out = await model.forwardAsync({ inputIds: batch.inputIds, attentionMask: batch.attentionMask, segmentIds }, { labels: batch.labels, training: true, seed: (seed * 100003 + pos.step) % 2 ** 31, checkpointing: opts.checkpointing, keepLogits: false });
       } catch (e) {
         if (!(e instanceof NonFiniteError)) throw e;
         if (!opts.skipNonFinite) throw new NonFiniteError(`sft: step ${pos.step + 1}: ${e.message}`, e.layer, e.op);
@@ -218,7 +218,7 @@ export async function sft(opts: SftOptions): Promise<SftResult> {
           // skipped above
         } else if (!Number.isFinite((loss = out.lossValue!))) skipped = `the loss is ${loss}`;
         else {
-          model.backward(out);
+          await model.backwardAsync(out);
           const grads = model.grads();
           gradNorm = (opts.maxGradNorm ?? 1) > 0 ? clipGradNorm(grads, opts.maxGradNorm ?? 1) : globalGradNorm(grads);
           if (!Number.isFinite(gradNorm)) skipped = 'the gradients are not finite';

@@ -84,8 +84,8 @@ export async function evaluate(
   let lossSum = 0;
   for (let i = 0; i < loader.length; i++) {
     const b = loader.batchAt(0, i);
-    const res = model.forward(inputsOf(b), { labels: b.labels });
-    const logits = await res.logits!.data();
+    const res = await model.forwardAsync(inputsOf(b), { labels: b.labels });
+    const logits = res.logits!.toArray();
     lossSum += res.loss!.toArray()[0] * b.labels.length;
     pred.push(...argmaxRows(logits, res.logits!.shape[1]));
     gold.push(...b.labels);
@@ -228,9 +228,10 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
         if (skipped) continue; // the rest of a skipped step's micro-batches: consumed, not run
         try {
           // dropout masks keyed by the step and micro-batch: a resumed run draws the same ones
-          const res = model.forward(inputsOf(b), { labels: b.labels, training: true, seed: (seed * 100003 + pos.step * 64 + a) % 2 ** 31, checkpointing: o.checkpointing });
+          // forwardAsync/backwardAsync: the CPU kernels run off the JS thread (progress, signals stay live)
+          const res = await model.forwardAsync(inputsOf(b), { labels: b.labels, training: true, seed: (seed * 100003 + pos.step * 64 + a) % 2 ** 31, checkpointing: o.checkpointing });
           lossSum += res.loss!.toArray()[0];
-          model.backward(res);
+          await model.backwardAsync(res);
           res.dispose();
         } catch (e) {
           if (!(e instanceof NonFiniteError) || !o.skipNonFinite) throw withStep(e, pos.step + 1);

@@ -13,6 +13,7 @@ import {
   LoadAdapterOptions, LoadedAdapter, LoadedHead, LoadHeadOptions, SaveAdapterOptions, SaveHeadOptions,
 } from '../../adapterhub/files';
 import { ModelInputs, prepareInputs } from './inputs';
+import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
 import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from '../../core/finite';
 import type { Probe } from '../../core/finite';
@@ -57,6 +58,7 @@ export class ForwardResult {
   /** With per-row adapters: each sequence's logits from the head named like its adapter (null: none). */
   rowLogits?: (Float32Array | null)[];
   /** @internal */ _backward?: (dLast?: Tensor) => void;
+  /** @internal */ _readRows?: () => void;
   /** @internal */ _scope: Scope;
   /** @internal */ _done = false;
 
@@ -280,8 +282,33 @@ export class Backbone {
   }
 
   forward(inputs: ModelInputs, opts: ForwardOptions = {}): ForwardResult {
-    const seedBase = (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
-    const res = this.run(inputs, opts, seedBase, null);
+    const seedBase = this.forwardSeed(opts);
+    return this.checked(this.run(inputs, opts, seedBase, null), inputs, opts, seedBase);
+  }
+
+  /**
+   * forward() with its CPU kernels run on a worker thread: the event loop goes on meanwhile (see
+   * runDeferred). Same result, same errors; on CUDA the same as forward().
+   */
+  async forwardAsync(inputs: ModelInputs, opts: ForwardOptions = {}): Promise<ForwardResult> {
+    const seedBase = this.forwardSeed(opts);
+    const res = await runDeferred(() => this.run(inputs, opts, seedBase, null));
+    return this.checked(res, inputs, opts, seedBase);
+  }
+
+  /** backward() with its CPU kernels run on a worker thread (see forwardAsync). */
+  async backwardAsync(res: ForwardResult, dLastHiddenState?: Tensor): Promise<void> {
+    await runDeferred(() => this.backward(res, dLastHiddenState));
+  }
+
+  private forwardSeed(opts: ForwardOptions): number {
+    return (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
+  }
+
+  /** res if its outputs are finite; else the first non-finite intermediate as a NonFiniteError. */
+  private checked(res: ForwardResult, inputs: ModelInputs, opts: ForwardOptions, seedBase: number): ForwardResult {
+    res._readRows?.();
+    res._readRows = undefined;
     if (opts.checkFinite === false || outputsFinite(res)) return res;
     // Again with the same inputs and dropout seeds, looking at every intermediate in order.
     let located: NonFiniteError | null = null;
@@ -383,14 +410,22 @@ export class Backbone {
     if (opts.adapters) {
       // each sequence through the head named like its adapter
       res.rowLogits = opts.adapters.map(() => null);
+      const rowHeads: { which: number[]; logits: Tensor; numLabels: number }[] = [];
       for (const name of new Set(opts.adapters)) {
         const h = name === null ? undefined : this.heads.get(name);
         if (!h) continue;
         const which = opts.adapters.flatMap((n, b) => (n === name ? [b] : []));
         const idx = s.t(tensor(Int32Array.from(which), [which.length], { dtype: 'int32', device: dev }));
-        const logits = see(`head '${name}'`, h.forward(s, s.t(embedding(clsOf(), idx)), false, 0).logits).toArray();
-        which.forEach((b, j) => (res.rowLogits![b] = logits.slice(j * h.numLabels, (j + 1) * h.numLabels)));
+        const logits = see(`head '${name}'`, h.forward(s, s.t(embedding(clsOf(), idx)), false, 0).logits);
+        rowHeads.push({ which, logits, numLabels: h.numLabels });
       }
+      // read once the pass has run (forwardAsync: after its kernels, off the JS thread)
+      res._readRows = () => {
+        for (const { which, logits, numLabels } of rowHeads) {
+          const v = logits.toArray();
+          which.forEach((b, j) => (res.rowLogits![b] = v.slice(j * numLabels, (j + 1) * numLabels)));
+        }
+      };
       res._backward = () => {
         throw new Error('backward: not available after a forward with per-row adapters (serving only)');
       };

@@ -13,6 +13,7 @@ import type { AdapterConfigInput, BnConfig } from '../../methods/bottleneck/conf
 import { AdapterRegistry } from '../../adapted/registry';
 import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
 import { add, cast, matmul, scale } from '../../ops';
+import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
@@ -288,7 +289,26 @@ export class Decoder {
 
   forward(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): DecoderOutput {
     const seed = opts.seed ?? 7919 * ++this.step;
-    const out = this.pass(inputs, { ...opts, seed }, null);
+    return this.checked(this.pass(inputs, { ...opts, seed }, null), inputs, opts, seed);
+  }
+
+  /**
+   * forward() with its CPU kernels run on a worker thread: the event loop goes on meanwhile (see
+   * runDeferred). Same result, same errors; on CUDA the same as forward().
+   */
+  async forwardAsync(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): Promise<DecoderOutput> {
+    const seed = opts.seed ?? 7919 * ++this.step;
+    const out = await runDeferred(() => this.pass(inputs, { ...opts, seed }, null));
+    return this.checked(out, inputs, opts, seed);
+  }
+
+  /** backward() with its CPU kernels run on a worker thread (see forwardAsync). */
+  async backwardAsync(out: DecoderOutput): Promise<void> {
+    await runDeferred(() => this.backward(out));
+  }
+
+  /** out if its loss and logits are finite; else the first non-finite block output as a NonFiniteError. */
+  private checked(out: DecoderOutput, inputs: DecoderInputs, opts: DecoderForwardOptions, seed: number): DecoderOutput {
     if (opts.checkFinite === false) return out;
     const finite = (!out.loss || Number.isFinite(out.loss.toArray()[0])) && (!out.hasLogits || allFinite(out.logits));
     if (finite) return out;
@@ -448,7 +468,7 @@ export class Decoder {
       const counted = shifted.reduce((n, l) => n + (l !== -100 ? 1 : 0), 0);
       const h = s.t(fin.out.reshape([B * T, H]));
       let acc: Tensor | null = null; // fp32 [B·T, H]: each chunk's rows scattered in place
-      let loss = 0;
+      let lossSum: Tensor | null = null; // Σ chunk loss · its label count, on the device (no read mid-pass)
       for (let r0 = 0; r0 < B * T; r0 += rowsPerChunk) {
         const r1 = Math.min(B * T, r0 + rowsPerChunk);
         const cs = new Scope();
@@ -462,17 +482,16 @@ export class Decoder {
           const ce = softmaxCrossEntropy(lc, cs.t(tensor(lab, [r1 - r0], { dtype: 'int32', device: dev })));
           cs.t(ce.loss);
           cs.t(ce.dLogits);
-          if (n > 0) loss += ce.loss.toArray()[0] * n;
+          const weighted = scale(ce.loss, n);
           const part = cs.t(scale(cs.t(matmul(ce.dLogits, w.lmHead)), counted > 0 ? n / counted : 0));
-          const placed = cs.t(embeddingBackward(part, idx, B * T)); // fp32, zero outside rows r0..r1
-          const next: Tensor = acc ? add(acc, placed) : placed.to({});
-          acc?.dispose();
-          acc = next;
+          const placed = embeddingBackward(part, idx, B * T); // fp32, zero outside rows r0..r1
+          [acc, lossSum] = [accumulate(acc, placed), accumulate(lossSum, weighted)];
         } finally {
           cs.dispose();
         }
       }
-      out.loss = tensor([counted ? loss / counted : 0], [1], { device: dev });
+      out.loss = scale(lossSum!, counted ? 1 / counted : 0);
+      lossSum!.dispose();
       see(null, 'loss', out.loss);
       const a = s.t(acc!);
       dHidden = a.dtype === this.dtype ? a : s.t(cast(a, this.dtype));
@@ -507,4 +526,13 @@ export class Decoder {
     for (const t of new Set(this.weights.all.values())) t.dispose();
     this.invFreq?.dispose();
   }
+}
+
+/** sum + t, freeing both (the first call returns t itself). */
+function accumulate(sum: Tensor | null, t: Tensor): Tensor {
+  if (!sum) return t;
+  const next = add(sum, t);
+  sum.dispose();
+  t.dispose();
+  return next;
 }

@@ -217,3 +217,26 @@ export function cacheWrite(cache: Tensor, src: Tensor, offset: number): void {
   const op = 'cacheWrite';
   native().cacheWrite(handle(cache, op, 'cache'), handle(src, op, 'src'), offset);
 }
+
+/** Options of fusionAttention: BertFusion's temperature (≥ 1) and, in training, dropout on the scores. */
+export interface FusionAttentionOptions { temperature?: number; dropout?: number; seed?: number }
+
+/**
+ * AdapterFusion's attention over A adapter outputs per token (definition in native/fusion.h):
+ * out_n = Σ_i softmax_i(q_n·k_{n,i} / T) · v_{n,i}. q [N, H]; k, v [N, A, H]; probs fp32 [N, A].
+ */
+export function fusionAttention(q: Tensor, k: Tensor, v: Tensor, opts: FusionAttentionOptions = {}): { out: Tensor; probs: Tensor } {
+  const op = 'fusionAttention';
+  const r = native().fusionAttention(handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'), opts.temperature ?? 1, opts.dropout ?? 0, opts.seed ?? 0);
+  return { out: new Tensor(r.out), probs: new Tensor(r.probs) };
+}
+
+/** Backward of fusionAttention from dOut, with its inputs, probs and the same options. */
+export function fusionAttentionBackward(
+  dOut: Tensor, q: Tensor, k: Tensor, v: Tensor, probs: Tensor, opts: FusionAttentionOptions = {},
+): { dq: Tensor; dk: Tensor; dv: Tensor } {
+  const op = 'fusionAttentionBackward';
+  const r = native().fusionAttentionBackward(handle(dOut, op, 'dOut'), handle(q, op, 'q'), handle(k, op, 'k'), handle(v, op, 'v'),
+    handle(probs, op, 'probs'), opts.temperature ?? 1, opts.dropout ?? 0, opts.seed ?? 0);
+  return { dq: new Tensor(r.dq), dk: new Tensor(r.dk), dv: new Tensor(r.dv) };
+}

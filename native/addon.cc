@@ -244,6 +244,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerDecoderOps(env, exports);
   registerGenerationOps(env, exports);
   registerDeferredOps(env, exports);
+  registerFusionOps(env, exports);
   return exports;
 }
 

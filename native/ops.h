@@ -16,6 +16,7 @@ void registerNnOps(Napi::Env env, Napi::Object exports);
 void registerOptimOps(Napi::Env env, Napi::Object exports);
 void registerDecoderOps(Napi::Env env, Napi::Object exports);
 void registerGenerationOps(Napi::Env env, Napi::Object exports);
+void registerFusionOps(Napi::Env env, Napi::Object exports);
 
 // Runs a kernel call now, after the work issued before it (settle(), deferred.h), turning a C++
 // exception into a JS Error named after the op.

@@ -63,10 +63,17 @@ const TRAINING = true;
 /** Issue 16's CPU comparison: BERT-base, batch 8 × 128 tokens (FA_BACKBONE_SHAPE=bert-base on the CPU; minutes). */
 const CPU_BERT_BASE: BackboneShape = { ...GPU_SHAPE, batch: 8 };
 
+/** Issue 16's MiniLM training step: all-MiniLM-L6-v2's shape (6 layers, hidden 384), batch 8 × 128 (FA_BACKBONE_SHAPE=minilm). */
+const CPU_MINILM: BackboneShape = { layers: 6, hidden: 384, heads: 12, intermediate: 1536, vocab: 30522, maxPositions: 512, seq: 128, batch: 8 };
+
 function shapeFor(device: string): BackboneShape {
   if (deviceKind(device) !== 'cpu') return GPU_SHAPE;
-  return process.env.FA_BACKBONE_SHAPE === 'bert-base' ? CPU_BERT_BASE : CPU_SHAPE;
+  const want = process.env.FA_BACKBONE_SHAPE;
+  return want === 'bert-base' ? CPU_BERT_BASE : want === 'minilm' ? CPU_MINILM : CPU_SHAPE;
 }
+
+/** FA_BENCH_TORCH_COMPILE=1: PyTorch's step under torch.compile too (checkpointing off; compiling takes minutes). */
+const TORCH_COMPILE = process.env.FA_BENCH_TORCH_COMPILE === '1';
 
 /** bf16 on the GPU (weights stored as BF16), fp32 on the CPU. */
 function dtypeFor(device: string): { dtype: FloatDType; stored: 'BF16' | 'F32' } {
@@ -76,6 +83,7 @@ function dtypeFor(device: string): { dtype: FloatDType; stored: 'BF16' | 'F32' }
 /** At least 20 timed steps after a warm-up (40 on the CPU, where other load adds noise); no time budget: all run. */
 function timingPlan(device: string): TimingPlan {
   if (deviceKind(device) === 'cpu' && process.env.FA_BACKBONE_SHAPE === 'bert-base') return { warmup: 2, runs: 6, minRuns: 6 };
+  if (deviceKind(device) === 'cpu' && process.env.FA_BACKBONE_SHAPE === 'minilm') return { warmup: 3, runs: 12, minRuns: 12 };
   return deviceKind(device) === 'cpu' ? { warmup: 3, runs: 40, minRuns: 40 } : { warmup: 5, runs: 30, minRuns: 30 };
 }
 
@@ -210,6 +218,8 @@ export interface BackboneRow {
   /** Live bytes right after a forward (untimed probe step), minus the live bytes before it. */
   activationBytes: number | null;
   torchMs?: number | null;
+  /** torch.compile'd step (FA_BENCH_TORCH_COMPILE=1). */
+  torchCompileMs?: number | null;
   torchTokensPerSec?: number | null;
   torchPeakReservedBytes?: number | null;
   /** torch ms / our ms: above 1, ours is faster. */
@@ -298,6 +308,7 @@ interface TorchRow {
   ms: number | null;
   runs: number;
   tokensPerSec: number | null;
+  compile?: boolean;
   peakReservedBytes?: number;
   peakAllocatedBytes?: number;
   error?: string;
@@ -353,13 +364,18 @@ const fmtMiB = (v: number | null | undefined): string => (v == null ? NA : (v / 
 function printTable(rows: BackboneRow[], torch: TorchReport | null, device: string): void {
   const cuda = deviceKind(device) === 'cuda';
   const header = ['checkpointing', 'runs', 'ms/step', 'tokens/s', cuda ? 'reserved MiB' : 'host MiB', 'act. MiB'];
-  if (torch) header.push('torch ms', 'torch tokens/s', ...(cuda ? ['torch MiB'] : []), 'torch/ours');
+  const compiled = torch?.rows.some((t) => t.compile) ?? false;
+  if (torch) header.push('torch ms', 'torch tokens/s', ...(cuda ? ['torch MiB'] : []), 'torch/ours', ...(compiled ? ['compile ms', 'compile/ours'] : []));
   const lines = rows.map((r) => {
     const line = [r.checkpointing ? 'on' : 'off', String(r.runs), fmtMs(r.ms), fmtTok(r.tokensPerSec), fmtMiB(r.reservedBytes), fmtMiB(r.activationBytes)];
     if (torch) {
       line.push(fmtMs(r.torchMs), fmtTok(r.torchTokensPerSec));
       if (cuda) line.push(fmtMiB(r.torchPeakReservedBytes));
       line.push(r.speedup == null ? NA : `${r.speedup.toFixed(2)}×`);
+      if (compiled) {
+        const c = r.torchCompileMs;
+        line.push(c === undefined ? '—' : fmtMs(c), c == null || r.ms == null ? (c === undefined ? '—' : NA) : `${(c / r.ms).toFixed(2)}×`);
+      }
     }
     return line;
   });
@@ -393,7 +409,9 @@ function printNotes(
         `relative error of the logits ${check.logitsRelErr!.toExponential(1)}, of the first tokens' last hidden states ${check.clsRelErr!.toExponential(1)}.`,
     );
   for (const r of rows) if (r.error) notes.push(`n/a (ours, checkpointing ${r.checkpointing ? 'on' : 'off'}): ${r.error}`);
-  for (const t of torch?.rows ?? []) if (t.error) notes.push(`n/a (torch, checkpointing ${t.checkpointing ? 'on' : 'off'}): ${t.error}`);
+  if (torch?.rows.some((t) => t.compile))
+    notes.push('compile = the same PyTorch step under torch.compile (default mode, inductor), timed after its warm-up steps compiled it; checkpointing off only.');
+  for (const t of torch?.rows ?? []) if (t.error) notes.push(`n/a (torch, checkpointing ${t.checkpointing ? 'on' : 'off'}${t.compile ? ', compile' : ''}): ${t.error}`);
   console.log(notes.map((n) => `  ${n}`).join('\n'));
 }
 
@@ -450,7 +468,7 @@ async function runBackboneSuite(opts: BenchOptions): Promise<object> {
       device, dtype, config: bertConfig(shape), adapterName: ADAPTER, scaling: 1,
       weights: path.join(tmp, 'model.safetensors'), trainable: trainableFile,
       batch: { B: batch.B, T: batch.T, inputIds: Array.from(batch.inputIds), attentionMask: Array.from(batch.attentionMask), labels: batch.labels },
-      training: TRAINING, rows: rows.map((r) => ({ checkpointing: r.checkpointing })),
+      training: TRAINING, rows: [...rows.map((r) => ({ checkpointing: r.checkpointing })), ...(TORCH_COMPILE ? [{ checkpointing: false, compile: true }] : [])],
       warmup: plan.warmup, runs: plan.runs, minRuns: plan.minRuns, budgetMs: 0, seed: 0,
     };
     const torch = benchTorch(opts, spec, head.build.cpuThreads);
@@ -466,8 +484,10 @@ async function runBackboneSuite(opts: BenchOptions): Promise<object> {
       }
     }
     for (const r of rows) {
-      const t = torch?.rows.find((x) => x.checkpointing === r.checkpointing);
+      const t = torch?.rows.find((x) => x.checkpointing === r.checkpointing && !x.compile);
       if (!torch) continue;
+      const tc = torch.rows.find((x) => x.checkpointing === r.checkpointing && x.compile);
+      if (tc) r.torchCompileMs = tc.ms;
       r.torchMs = t?.ms ?? null;
       r.torchTokensPerSec = t?.tokensPerSec ?? null;
       r.torchPeakReservedBytes = t?.peakReservedBytes ?? null;

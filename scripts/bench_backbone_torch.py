@@ -284,13 +284,19 @@ def main():
         log("torch: eval check failed: %s" % check["error"])
 
     rows = []
+    compiled = None
     for r in spec["rows"]:
         ckpt = bool(r.get("checkpointing", False))
-        log("torch: forward+backward, checkpointing=%s" % ckpt)
+        comp = bool(r.get("compile", False))
+        log("torch: forward+backward, checkpointing=%s%s" % (ckpt, ", torch.compile" if comp else ""))
         try:
-            rows.append(time_row(model, device, batch, spec, timer, ckpt))
+            if comp and compiled is None:
+                compiled = torch.compile(model)  # compiled on its first (warm-up) step
+            row = time_row(compiled if comp else model, device, batch, spec, timer, ckpt)
+            row["compile"] = comp
+            rows.append(row)
         except Exception as e:  # one failing row must not stop the other
-            rows.append({"checkpointing": ckpt, "ms": None, "runs": 0, "tokensPerSec": None, "error": error_text(e)})
+            rows.append({"checkpointing": ckpt, "compile": comp, "ms": None, "runs": 0, "tokensPerSec": None, "error": error_text(e)})
             log("torch: checkpointing=%s: %s" % (ckpt, rows[-1]["error"]))
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -102,3 +102,38 @@ export class FusionLayer {
     this.params.clear();
   }
 }
+
+/** One AdapterFusion: its adapters, config and a layer per site (key `${layer}.${site}`) with its tensor-name prefix. */
+export interface FusionEntry {
+  name: string;
+  adapters: string[];
+  config: FusionConfig;
+  sites: Map<string, { prefix: string; layer: FusionLayer }>;
+}
+
+/** The tensors of a fusion by AdapterHub name (`<prefix>.query.weight`, ...). */
+export function fusionTensors(e: FusionEntry): Map<string, Tensor> {
+  const m = new Map<string, Tensor>();
+  for (const s of e.sites.values()) for (const [k, t] of s.layer.params) m.set(`${s.prefix}.${k}`, t);
+  return m;
+}
+
+/** AdapterHub's fusion regularisation: 0.01·Σ‖I − V‖² over the value matrices, and its gradient 0.02·(V − I) per matrix. */
+export function valueRegularization(e: FusionEntry): { loss: number; grads: Map<string, Float32Array> } {
+  let loss = 0;
+  const grads = new Map<string, Float32Array>();
+  for (const s of e.sites.values()) {
+    const v = s.layer.params.get('value.weight');
+    if (!v) continue;
+    const H = v.shape[0];
+    const a = v.toArray();
+    const g = new Float32Array(a.length);
+    for (let i = 0; i < a.length; i++) {
+      const d = a[i] - (Math.floor(i / H) === i % H ? 1 : 0);
+      loss += 0.01 * d * d;
+      g[i] = 0.02 * d;
+    }
+    grads.set(`${s.prefix}.value.weight`, g);
+  }
+  return { loss, grads };
+}

@@ -9,6 +9,11 @@ import type { Activation, AdapterWeights, StackedAdapterWeights } from '../metho
 import { stack } from '../ops';
 import type { Scope } from '../core/scope';
 import { BottleneckAdapter } from '../methods/bottleneck/layer';
+import { tensor } from '../tensor';
+import { CompositionBlock, Fuse, parseComposition, validateComposition } from './composition';
+import type { Composition } from './composition';
+import type { ComposeContext, FusionRun } from './compose';
+import { FusionConfigInput, FusionEntry, FusionLayer, fusionTensors, resolveFusionConfig, valueRegularization } from './fusion';
 
 export type SiteName = 'mh' | 'output';
 
@@ -45,6 +50,14 @@ export interface AdapterHostShape {
   seedOf(n: number): number;
   /** Config fields the model cannot run: throws naming them. */
   checkConfig?(cfg: BnConfig): void;
+  /** The dropout of AdapterFusion's scores when its config sets none (BERT: attention_probs_dropout_prob). */
+  fusionDropout?: number;
+}
+
+/** A composed site, ready to run (lib/adapted/compose.ts). */
+export interface ComposedSite {
+  setup: CompositionBlock;
+  ctx: ComposeContext;
 }
 
 /** Names that would collide with object internals wherever names key a plain object or a map's JSON. */
@@ -55,7 +68,13 @@ const MAX_BOTTLENECK_FACTOR = 16;
 export class AdapterRegistry {
   private readonly entries = new Map<string, AdapterEntry>();
   private activeName: string | null = null;
+  /** A composition block when one is active (activeName is then null). */
+  private activeBlock: CompositionBlock | null = null;
   private trainedName: string | null = null;
+  /** Adapters that get gradients besides trainedName (a composition trained with trainAdapter). */
+  private readonly trainedSet = new Set<string>();
+  private readonly fusions = new Map<string, FusionEntry>();
+  private readonly trainedFusions = new Set<string>();
   private readonly gradients = new Map<string, Tensor>();
 
   constructor(private readonly host: AdapterHostShape) {}
@@ -120,6 +139,11 @@ export class AdapterRegistry {
     return this.activeName;
   }
 
+  /** What runs: an adapter name, a composition block, or null. */
+  get activeSetup(): Composition | null {
+    return this.activeBlock ?? this.activeName;
+  }
+
   get trained(): string | null {
     return this.trainedName;
   }
@@ -127,18 +151,168 @@ export class AdapterRegistry {
   setActive(name: string | null, op = 'setActiveAdapter'): void {
     if (name !== null) this.entry(name, op);
     this.activeName = name;
+    this.activeBlock = null;
+  }
+
+  /**
+   * Activates a composition (a block, its string form such as 'Stack(a, Fuse(b, c))', or one adapter
+   * name): every adapter and fusion in it must exist.
+   */
+  setActiveSetup(setup: Composition | null, op = 'setActiveAdapters'): void {
+    const parsed = typeof setup === 'string' ? parseComposition(setup) : setup;
+    if (parsed === null || typeof parsed === 'string') return this.setActive(parsed, op);
+    if (!(parsed instanceof CompositionBlock)) throw new Error(`${op}: pass an adapter name, a composition block or its string form`);
+    validateComposition(parsed);
+    for (const n of parsed.flatten()) this.entry(n, op);
+    for (const f of fusesOf(parsed)) this.fusionEntry(f.name, op);
+    this.activeName = null;
+    this.activeBlock = parsed.kind === 'Stack' && parsed.children.length === 1 && typeof parsed.children[0] === 'string' ? null : parsed;
+    if (!this.activeBlock) this.activeName = parsed.children[0] as string;
   }
 
   /** `name` trains: it becomes active and the gradients start from zero. */
   train(name: string): void {
     this.entry(name, 'trainAdapter');
     this.trainedName = name;
+    this.trainedSet.clear();
+    this.trainedFusions.clear();
     this.activeName = name;
+    this.activeBlock = null;
     this.zeroGrad();
+  }
+
+  /** Every adapter of a composition trains (AdapterHub's train_adapter(Stack(...))), and it becomes active. */
+  trainSetup(setup: Composition): void {
+    this.setActiveSetup(setup, 'trainAdapter');
+    const names = this.activeBlock ? [...this.activeBlock.flatten()] : [this.activeName!];
+    this.trainedName = names.length === 1 ? names[0] : null;
+    this.trainedSet.clear();
+    this.trainedFusions.clear();
+    for (const n of names) this.trainedSet.add(n);
+    this.zeroGrad();
+  }
+
+  /**
+   * AdapterHub's train_adapter_fusion: the composition becomes active and its fusion layers train; the
+   * adapters stay frozen unless `unfreezeAdapters`.
+   */
+  trainFusion(setup: Composition, unfreezeAdapters = false): void {
+    let s = typeof setup === 'string' ? parseComposition(setup) : setup;
+    if (Array.isArray(s)) s = Fuse(...(s as string[]));
+    if (typeof s === 'string') s = Fuse(s);
+    this.setActiveSetup(s, 'trainFusion');
+    const fuses = fusesOf(s as CompositionBlock);
+    if (!fuses.length) throw new Error(`trainFusion: ${s} has no Fuse block`);
+    this.trainedName = null;
+    this.trainedSet.clear();
+    this.trainedFusions.clear();
+    if (unfreezeAdapters) for (const n of (s as CompositionBlock).flatten()) this.trainedSet.add(n);
+    for (const f of fuses) this.trainedFusions.add(f.name);
+    this.zeroGrad();
+  }
+
+  private trains(name: string): boolean {
+    return name === this.trainedName || this.trainedSet.has(name);
+  }
+
+  // ---- fusions ----
+
+  /**
+   * AdapterHub's add_adapter_fusion: a fusion layer at each site where all its adapters have one
+   * (their mh_adapter / output_adapter settings must agree), named by the adapters joined with ','.
+   */
+  addFusion(setup: Composition | string[], config?: FusionConfigInput, opts: { seed?: number; name?: string } = {}): string {
+    const block = Array.isArray(setup) ? Fuse(...setup) : typeof setup === 'string' ? parseComposition(setup) : setup;
+    const fuse = typeof block === 'string' ? Fuse(block) : block.kind === 'Fuse' ? block : null;
+    if (!fuse) throw new Error(`addFusion: pass the adapters to fuse (names or Fuse(...)), got ${String(block)}`);
+    const adapters = fuse.children.map((c) => (typeof c === 'string' ? c : c.last()));
+    const name = opts.name ?? fuse.name;
+    if (this.fusions.has(name)) throw new Error(`addFusion: a fusion named '${name}' already exists`);
+    const entries = adapters.map((n) => this.entry(n, 'addFusion'));
+    const cfg = resolveFusionConfig(config);
+    const h = this.host;
+    const sites = new Map<string, { prefix: string; layer: FusionLayer }>();
+    let seed = opts.seed ?? h.seedOf(100 + this.fusions.size);
+    for (const where of ['mh', 'output'] as const) {
+      const flags = entries.map((e) => (where === 'mh' ? e.config.mh_adapter : e.config.output_adapter));
+      if (flags.some((f) => f !== flags[0])) throw new Error(`addFusion: all fused adapters must agree on ${where === 'mh' ? 'mh_adapter' : 'output_adapter'}`);
+      if (!flags[0]) continue;
+      for (let i = 0; i < h.numLayers; i++) {
+        const layer = new FusionLayer(cfg, h.hiddenSize, { device: h.device, dtype: h.dtype, seed });
+        seed += 3;
+        sites.set(`${i}.${where}`, { prefix: this.fusionPrefix(i, where, name), layer });
+      }
+    }
+    this.fusions.set(name, { name, adapters, config: cfg, sites });
+    return name;
+  }
+
+  fusionNames(): string[] {
+    return [...this.fusions.keys()];
+  }
+
+  fusionEntry(name: string, op: string): FusionEntry {
+    const e = this.fusions.get(name);
+    if (!e) throw new Error(`${op}: no fusion named '${name}' (have: ${[...this.fusions.keys()].join(', ') || 'none'}; addFusion first)`);
+    return e;
+  }
+
+  /** A fusion's tensors by AdapterHub name. */
+  fusionParameters(name: string): Map<string, Tensor> {
+    return fusionTensors(this.fusionEntry(name, 'fusionParameters'));
+  }
+
+  deleteFusion(name: string): void {
+    const e = this.fusionEntry(name, 'deleteFusion');
+    for (const s of e.sites.values()) s.layer.dispose();
+    this.fusions.delete(name);
+    if (this.activeBlock && fusesOf(this.activeBlock).some((f) => f.name === name)) this.activeBlock = null;
+    if (this.trainedFusions.delete(name)) this.zeroGrad();
+  }
+
+  /** `<layer prefix>.adapter_fusion_layer.<name>`, beside the site's `adapters.<adapter>`. */
+  fusionPrefix(layer: number, where: SiteName, name: string): string {
+    const p = this.host.adapterPrefix(layer, where, '');
+    return `${p.slice(0, p.length - 'adapters.'.length)}adapter_fusion_layer.${name}`;
+  }
+
+  /**
+   * Called at the start of each forward: the fusions the active composition runs lower their
+   * temperature (BertFusion lowers T on every forward), once per forward.
+   */
+  beginForward(): void {
+    if (!this.activeBlock) return;
+    for (const f of fusesOf(this.activeBlock)) for (const s of this.fusions.get(f.name)!.sites.values()) s.layer.advance();
+  }
+
+  /**
+   * Adds the gradient of AdapterHub's fusion regularisation (0.01·Σ‖I − V‖² over the training fusions'
+   * value matrices) to grads(), as its AdapterTrainer does once per step; returns the loss (0: none).
+   */
+  fusionRegularization(): number {
+    let loss = 0;
+    for (const n of this.trainedFusions) {
+      const e = this.fusions.get(n)!;
+      if (!e.config.regularization) continue;
+      const r = valueRegularization(e);
+      loss += r.loss;
+      for (const [k, g] of r.grads) {
+        const t = tensor(g, [g.length], { device: this.host.device });
+        const shaped = t.reshape([...this.fusionParameters(n).get(k)!.shape]);
+        this.accumulate(k, shaped);
+        t.dispose();
+        shaped.dispose();
+      }
+    }
+    return loss;
   }
 
   delete(name: string): void {
     const e = this.entry(name, 'deleteAdapter');
+    for (const f of this.fusions.values())
+      if (f.adapters.includes(name)) throw new Error(`deleteAdapter: fusion '${f.name}' uses '${name}' (deleteFusion first)`);
+    if (this.activeBlock?.flatten().has(name)) this.activeBlock = null;
+    this.trainedSet.delete(name);
     for (const s of e.sites.values()) s.layer.dispose();
     this.entries.delete(name);
     if (this.activeName === name) this.activeName = null;
@@ -151,7 +325,38 @@ export class AdapterRegistry {
   /** The active adapter at (layer, site), with gradients routed here when it is the trained one. */
   site(layer: number, where: SiteName, training: boolean, seed: number): SiteRun | null {
     if (!this.activeName) return null;
-    const e = this.entries.get(this.activeName)!;
+    return this.runOf(this.activeName, layer, where, training, seed);
+  }
+
+  /** The active composition at (layer, site), or null when none is active or none of its adapters is here. */
+  composedSite(layer: number, where: SiteName, training: boolean, seed: number): ComposedSite | null {
+    const block = this.activeBlock;
+    if (!block) return null;
+    const key = `${layer}.${where}`;
+    if (![...block.flatten()].some((n) => this.entries.get(n)!.sites.has(key))) return null;
+    let use = 0;
+    return {
+      setup: block,
+      ctx: {
+        seed,
+        adapter: (name) => this.runOf(name, layer, where, training, seed + 7919 * ++use),
+        fusion: (name): FusionRun => {
+          const e = this.fusionEntry(name, 'forward');
+          const s = e.sites.get(key);
+          if (!s) throw new Error(`forward: fusion '${name}' has no layer at layer ${layer} (${where})`);
+          const p = e.config.dropout_prob ?? this.host.fusionDropout ?? 0;
+          return {
+            config: e.config, params: s.layer.params, temperature: s.layer.temperature,
+            dropout: training && p > 0 ? { p, seed: seed + 104729 * ++use } : null,
+            accumulate: this.trainedFusions.has(name) ? (param, g) => this.accumulate(`${s.prefix}.${param}`, g) : undefined,
+          };
+        },
+      },
+    };
+  }
+
+  private runOf(name: string, layer: number, where: SiteName, training: boolean, seed: number): SiteRun | null {
+    const e = this.entries.get(name)!;
     const s = e.sites.get(`${layer}.${where}`);
     if (!s) return null;
     const p = s.layer.parameters();
@@ -159,7 +364,7 @@ export class AdapterRegistry {
       downWeight: p.get('adapter_down.0.weight')!, downBias: p.get('adapter_down.0.bias')!,
       upWeight: p.get('adapter_up.weight')!, upBias: p.get('adapter_up.bias')!, scaling: p.get('scaling'),
     };
-    const trained = this.activeName === this.trainedName;
+    const trained = this.trains(name);
     return {
       config: e.config, weights, activation: s.layer.activation,
       scaling: typeof e.config.scaling === 'number' ? e.config.scaling : 1,
@@ -205,11 +410,19 @@ export class AdapterRegistry {
     };
   }
 
-  /** The lowest layer holding a site of the trained, active adapter (numLayers when none). */
+  /** The lowest layer holding a site of something trained that runs (numLayers when none). */
   lowestTrainedLayer(): number {
     let low = this.host.numLayers;
-    if (!this.activeName || this.activeName !== this.trainedName) return low;
-    for (const key of this.entries.get(this.activeName)!.sites.keys()) low = Math.min(low, Number(key.split('.')[0]));
+    const lowest = (keys: Iterable<string>) => {
+      for (const key of keys) low = Math.min(low, Number(key.split('.')[0]));
+    };
+    if (this.activeBlock) {
+      for (const n of this.activeBlock.flatten()) if (this.trains(n)) lowest(this.entries.get(n)!.sites.keys());
+      for (const f of fusesOf(this.activeBlock)) if (this.trainedFusions.has(f.name)) lowest(this.fusions.get(f.name)!.sites.keys());
+      return low;
+    }
+    if (!this.activeName || !this.trains(this.activeName)) return low;
+    lowest(this.entries.get(this.activeName)!.sites.keys());
     return low;
   }
 
@@ -233,7 +446,14 @@ export class AdapterRegistry {
   }
 
   dispose(): void {
+    for (const n of this.fusionNames()) this.deleteFusion(n);
     for (const n of this.names()) this.delete(n);
     this.zeroGrad();
   }
+}
+
+/** Every Fuse block inside a composition (itself included). */
+export function fusesOf(c: Composition): CompositionBlock[] {
+  if (typeof c === 'string') return [];
+  return [...(c.kind === 'Fuse' ? [c] : []), ...c.children.flatMap(fusesOf)];
 }

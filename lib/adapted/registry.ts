@@ -211,6 +211,15 @@ export class AdapterRegistry {
     this.zeroGrad();
   }
 
+  /** Everything that trains here (the trained adapters and fusions), by AdapterHub name. */
+  trainableParameters(): Map<string, Tensor> {
+    const m = new Map<string, Tensor>();
+    const names = new Set([...this.trainedSet, ...(this.trainedName ? [this.trainedName] : [])]);
+    for (const n of names) for (const [k, t] of this.parameters(n)) m.set(k, t);
+    for (const f of this.trainedFusions) for (const [k, t] of this.fusionParameters(f)) m.set(k, t);
+    return m;
+  }
+
   private trains(name: string): boolean {
     return name === this.trainedName || this.trainedSet.has(name);
   }

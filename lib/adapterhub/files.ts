@@ -105,7 +105,7 @@ function pyNumber(v: number, float: boolean): string {
 }
 
 /** json.dumps(value, indent=2, sort_keys=True). */
-function pyJson(value: unknown, indent = ''): string {
+export function pyJson(value: unknown, indent = ''): string {
   if (value === null || value === undefined) return 'null';
   if (value instanceof PyFloat) return pyNumber(value.value, true);
   if (typeof value === 'number') return pyNumber(value, false);
@@ -126,7 +126,7 @@ function pyJson(value: unknown, indent = ''): string {
 }
 
 /** Writes `text` to `file` atomically (see lib/atomicWrite.ts). */
-function writeFileAtomic(file: string, text: string): void {
+export function writeFileAtomic(file: string, text: string): void {
   try {
     writeTextAtomic(file, text);
   } catch (e) {
@@ -168,7 +168,7 @@ function isBackbone(model: AdapterHost): model is Backbone {
  * AdapterHub's flexible-head model class for the backbone (e.g. BertAdapterModel). AdapterHub only loads a
  * head saved from the same model class, and a model with our heads is its <Arch>AdapterModel.
  */
-function modelClass(model: AdapterHost): string {
+export function modelClass(model: AdapterHost): string {
   return MODEL_CLASS[model.config.modelType] ?? `${model.config.modelType}AdapterModel`;
 }
 
@@ -215,7 +215,7 @@ function adapterConfigDict(c: BnConfig): Record<string, unknown> {
   };
 }
 
-function f32Tensors(params: Map<string, Tensor>): Record<string, TensorToWrite> {
+export function f32Tensors(params: Map<string, Tensor>): Record<string, TensorToWrite> {
   const out: Record<string, TensorToWrite> = {};
   // a copy made here: the native layer's arrays may come from another JS realm (instanceof checks fail)
   for (const [k, t] of params) out[k] = { dtype: 'F32', shape: [...t.shape], data: new Float32Array(t.toArray()) };
@@ -370,7 +370,7 @@ function warnOnce(msg: string): void {
   console.warn(msg);
 }
 
-function checkDir(dir: string, where: string): void {
+export function checkDir(dir: string, where: string): void {
   let st: fs.Stats;
   try {
     st = fs.statSync(dir);
@@ -380,7 +380,7 @@ function checkDir(dir: string, where: string): void {
   if (!st.isDirectory()) throw new Error(`${where}: '${dir}' is not a directory`);
 }
 
-function readJson(file: string, where: string): Record<string, unknown> {
+export function readJson(file: string, where: string): Record<string, unknown> {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
@@ -537,7 +537,7 @@ function checkPlannedShapes(
  * Copies the tensors of `file` into `params`: every expected tensor must be present with its shape;
  * `rename` maps a stored name to ours (or null for a name that is not this module's).
  */
-function copyTensors(
+export function copyTensors(
   st: SafetensorsFile, params: Map<string, Tensor>, rename: (n: string) => string, strict: boolean,
   what: string, warnings: string[],
 ): void {
@@ -577,7 +577,7 @@ function copyTensors(
   for (const [key, a] of data) params.get(key)!.copyFrom(a);
 }
 
-function openSafetensors(file: string, where: string): SafetensorsFile {
+export function openSafetensors(file: string, where: string): SafetensorsFile {
   try {
     return SafetensorsFile.open(file, { mode: 'memory' });
   } catch (e) {

@@ -10,7 +10,10 @@ import { Tensor } from '../../tensor';
 import type { BnConfig } from '../../methods/bottleneck/config';
 import type { Probe } from '../../core/finite';
 import { Scope } from '../../core/scope';
-import type { SiteRun } from '../../adapted/registry';
+import type { ComposedSite, SiteRun } from '../../adapted/registry';
+import { composeSite } from '../../adapted/compose';
+import { Tape } from '../../adapted/tape';
+import { zeros } from '../../tensor';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }
@@ -90,9 +93,10 @@ export interface SiteAdapter extends SiteRun {
  *   otherwise (double_seq_bn):  LN(s·f(h) + h + x)
  */
 export function outputBlock(
-  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | null, lnGrad?: LnAccumulate,
+  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: SiteAdapter | ComposedSite | null, lnGrad?: LnAccumulate,
   probe?: { see: Probe; site: string },
 ): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
+  if (ad && 'setup' in ad) return composedBlock(s, h, x, ln, eps, ad, lnGrad, probe);
   const see = <T extends { out: Tensor }>(op: string, r: T): T => (probe?.see(`${probe.site}.${op}`, r.out), r);
   const run = (input: Tensor, residual?: Tensor): { out: Tensor; saved: AdapterSaved } => {
     if (ad!.batched) {
@@ -178,6 +182,25 @@ export function outputBlock(
   };
 }
 
+/** The output block under a composition of adapters (lib/adapted/compose.ts), its backward on a tape. */
+function composedBlock(
+  s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: ComposedSite, lnGrad?: LnAccumulate,
+  probe?: { see: Probe; site: string },
+): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
+  const tape = new Tape(s);
+  const norm = { weight: ln.weight, bias: ln.bias, eps, grad: lnGrad && ((dW: Tensor, dB: Tensor) => lnGrad(ln, dW, dB)) };
+  const out = composeSite(tape, ad.setup, h, x, norm, ad.ctx);
+  probe?.see(`${probe.site}.adapters (${ad.setup}) and LayerNorm`, out);
+  const none = (t: Tensor) => s.t(zeros([...t.shape], { dtype: t.dtype, device: t.device }));
+  return {
+    out,
+    back: (dOut) => {
+      const [dh, dx] = tape.backward([[out, dOut]], [h, x]);
+      return { dh: dh ?? none(h), dx: dx ?? none(x) };
+    },
+  };
+}
+
 export interface LayerWeights {
   attn: AttentionWeights;
   attnOut: Linear;
@@ -194,8 +217,8 @@ export interface LayerRun {
   keyMask: Tensor;
   /** Dropout per site when training, else null. */
   dropout: { attnProbs: Dropout | null; attnOut: Dropout | null; ffnOut: Dropout | null };
-  mh: SiteAdapter | null;
-  output: SiteAdapter | null;
+  mh: SiteAdapter | ComposedSite | null;
+  output: SiteAdapter | ComposedSite | null;
   lnGrad?: LnAccumulate;
   probe?: Probe;
 }

@@ -62,3 +62,13 @@ export function prepareInputs(config: EncoderConfig, inputs: ModelInputs) {
     throw new Error(`forward: sequence length ${T} needs position ${maxPos}, but the model has ${config.maxPositions} positions`);
   return { B, T, idArr, maskArr, pos, typeArr: types ? Int32Array.from(types.data as ArrayLike<number>) : new Int32Array(B * T) };
 }
+
+/** The prepared inputs with every row repeated n times, copy after copy (a Parallel composition's channels). */
+export function replicateRows(p: ReturnType<typeof prepareInputs>, n: number): ReturnType<typeof prepareInputs> {
+  const rep = <A extends Int32Array | Float32Array>(a: A): A => {
+    const out = new (a.constructor as { new (n: number): A })(a.length * n);
+    for (let i = 0; i < n; i++) out.set(a, i * a.length);
+    return out;
+  };
+  return { B: p.B * n, T: p.T, idArr: rep(p.idArr), maskArr: rep(p.maskArr), pos: rep(p.pos), typeArr: rep(p.typeArr) };
+}

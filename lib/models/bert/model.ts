@@ -12,7 +12,11 @@ import {
   loadAdapter as loadAdapterFiles, loadHead as loadHeadFiles, saveAdapter as saveAdapterFiles, saveHead as saveHeadFiles,
   LoadAdapterOptions, LoadedAdapter, LoadedHead, LoadHeadOptions, SaveAdapterOptions, SaveHeadOptions,
 } from '../../adapterhub/files';
-import { ModelInputs, prepareInputs } from './inputs';
+import { ModelInputs, prepareInputs, replicateRows } from './inputs';
+import { Fuse, parallelChannels } from '../../adapted/composition';
+import type { Composition } from '../../adapted/composition';
+import type { FusionConfig, FusionConfigInput } from '../../adapted/fusion';
+import { loadFusion as loadFusionFiles, saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
 import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
 import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from '../../core/finite';
@@ -115,6 +119,7 @@ export class Backbone {
     this.adapters = new AdapterRegistry({
       numLayers: config.numLayers, hiddenSize: config.hiddenSize, device: o.device, dtype: o.dtype,
       adapterPrefix: (i, site, name) => names.adapterPrefix(i, site, name), seedOf: (n) => this.seedBase + 1000 * n,
+      fusionDropout: config.attentionDropout,
     });
   }
 
@@ -143,8 +148,9 @@ export class Backbone {
    * Trains `name`: it becomes active and its parameters (with the heads') are the trainable
    * ones; with trainLayerNorms the backbone's LayerNorm weights and biases train too.
    */
-  trainAdapter(name: string, opts: { trainLayerNorms?: boolean } = {}): void {
-    this.adapters.train(name);
+  trainAdapter(name: string | Composition, opts: { trainLayerNorms?: boolean } = {}): void {
+    if (typeof name === 'string' && /^[A-Za-z0-9_-]+$/.test(name)) this.adapters.train(name);
+    else this.adapters.trainSetup(name); // a composition: every adapter in it trains
     this.trainLayerNorms = !!opts.trainLayerNorms;
   }
 
@@ -164,6 +170,85 @@ export class Backbone {
 
   get active(): string | null {
     return this.adapters.active;
+  }
+
+  // ---- compositions and fusions (lib/adapted/composition.ts, fusion.ts, compose.ts) ----
+
+  /**
+   * Activates a composition of adapters, AdapterHub's set_active_adapters: a block (Stack, Parallel,
+   * BatchSplit, Average, Fuse, nested as AdapterHub allows) or its string form ('Stack(a, Fuse(b, c))'),
+   * or one adapter name; null for none.
+   */
+  setActiveAdapters(setup: Composition | null): void {
+    this.adapters.setActiveSetup(setup);
+  }
+
+  /** The active composition, adapter name, or null. */
+  get activeAdapters(): Composition | null {
+    return this.adapters.activeSetup;
+  }
+
+  /**
+   * AdapterHub's add_adapter_fusion: an AdapterFusion over the adapters (names, or Fuse(...)), named by
+   * them joined with ','; config 'dynamic' (default), 'static' or fields. Returns its name.
+   */
+  addFusion(adapters: string[] | Composition, config?: FusionConfigInput, opts: { seed?: number; name?: string } = {}): string {
+    return this.adapters.addFusion(adapters, config, opts);
+  }
+
+  fusionNames(): string[] {
+    return this.adapters.fusionNames();
+  }
+
+  /** The adapters a fusion attends over, in order. */
+  fusionAdapters(name: string): string[] {
+    return [...this.adapters.fusionEntry(name, 'fusionAdapters').adapters];
+  }
+
+  /** Saves a fusion as AdapterHub does (adapter_fusion_config.json, model_adapter_fusion.safetensors). */
+  saveFusion(dir: string, name: string): void {
+    saveFusionFiles(this, dir, name);
+  }
+
+  /** Loads a fusion saved by AdapterHub or saveFusion (its adapters loaded first); returns its name. */
+  loadFusion(dir: string, opts: { strict?: boolean } = {}): string {
+    return loadFusionFiles(this, dir, opts);
+  }
+
+  fusionConfig(name: string): FusionConfig {
+    return { ...this.adapters.fusionEntry(name, 'fusionConfig').config };
+  }
+
+  /** The fusion's tensors by AdapterHub name (….adapter_fusion_layer.<name>.query.weight, …). */
+  fusionParameters(name: string): Map<string, Tensor> {
+    return this.adapters.fusionParameters(name);
+  }
+
+  deleteFusion(name: string): void {
+    this.adapters.deleteFusion(name);
+  }
+
+  /**
+   * AdapterHub's train_adapter_fusion: the composition (Fuse(a, b), its string form, or the adapter names)
+   * becomes active and only its fusion layers (and the heads) get gradients, unless unfreezeAdapters.
+   */
+  trainFusion(setup: string[] | Composition, opts: { unfreezeAdapters?: boolean } = {}): void {
+    this.adapters.trainFusion(Array.isArray(setup) ? Fuse(...setup) : setup, !!opts.unfreezeAdapters);
+    this.trainLayerNorms = false;
+  }
+
+  /**
+   * AdapterHub's fusion regularisation, once per training step: adds the gradient of 0.01·Σ‖I − V‖² over the
+   * training fusions' value matrices to grads(); returns that loss (0 without a regularised fusion).
+   */
+  fusionRegularization(): number {
+    return this.adapters.fusionRegularization();
+  }
+
+  /** The Parallel block's channel count of the active composition (1: none). */
+  private parallelChannels(): number {
+    const a = this.adapters.activeSetup;
+    return a === null ? 1 : parallelChannels(a);
   }
 
   deleteAdapter(name: string): void {
@@ -227,7 +312,7 @@ export class Backbone {
 
   /** Every trainable tensor: the trained adapter's and every head's, by AdapterHub name. */
   namedParameters(): Map<string, Tensor> {
-    const m = this.adapters.trained ? this.adapterParameters(this.adapters.trained) : new Map<string, Tensor>();
+    const m = this.adapters.trainableParameters();
     for (const h of this.heads.values()) for (const [k, t] of h.parameters()) m.set(k, t);
     if (this.trainLayerNorms) for (const [k, t] of this.layerNormParameters()) m.set(k, t);
     return m;
@@ -301,7 +386,9 @@ export class Backbone {
     await runDeferred(() => this.backward(res, dLastHiddenState));
   }
 
+  /** This forward's dropout seed; the active fusions lower their temperature (once per forward). */
   private forwardSeed(opts: ForwardOptions): number {
+    this.adapters.beginForward();
     return (opts.seed ?? this.seedBase + 7919 * ++this.step) % 2 ** 31;
   }
 
@@ -336,7 +423,13 @@ export class Backbone {
 
   private runIn(s: Scope, inputs: ModelInputs, opts: ForwardOptions, seedBase: number, probeOf: ((layer: number | null) => Probe) | null): ForwardResult {
     const training = !!opts.training;
-    const { B, T, idArr, maskArr, pos, typeArr } = prepareInputs(this.config, inputs);
+    const prepared = prepareInputs(this.config, inputs);
+    // Parallel(a, b, ...): the batch runs once per channel (AdapterHub replicates it at the first
+    // adapter site; every layer below computes the same values for each copy, so copying the inputs
+    // gives the same result); channel i holds rows i·B .. (i+1)·B of the outputs
+    const channels = this.parallelChannels();
+    if (channels > 1 && (opts.labels || opts.adapters)) throw new Error('forward: a Parallel composition returns one hidden state per channel; it takes no labels and no per-row adapters');
+    const { B, T, idArr, maskArr, pos, typeArr } = channels > 1 ? replicateRows(prepared, channels) : prepared;
     const dev = this.device;
     const cfg = this.config;
     const H = cfg.hiddenSize;
@@ -371,8 +464,8 @@ export class Backbone {
     const runOf = (i: number): LayerRun => ({
       numHeads: cfg.numHeads, eps: cfg.layerNormEps, act: cfg.hiddenAct, keyMask,
       dropout: { attnProbs: drop(cfg.attentionDropout, i + 1, 0), attnOut: drop(cfg.hiddenDropout, i + 1, 1), ffnOut: drop(cfg.hiddenDropout, i + 1, 2) },
-      mh: perRow ? perRow(i, 'mh') : this.adapters.site(i, 'mh', training, seedOf(i + 1, 3)),
-      output: perRow ? perRow(i, 'output') : this.adapters.site(i, 'output', training, seedOf(i + 1, 4)),
+      mh: perRow ? perRow(i, 'mh') : this.adapters.composedSite(i, 'mh', training, seedOf(i + 1, 3)) ?? this.adapters.site(i, 'mh', training, seedOf(i + 1, 3)),
+      output: perRow ? perRow(i, 'output') : this.adapters.composedSite(i, 'output', training, seedOf(i + 1, 4)) ?? this.adapters.site(i, 'output', training, seedOf(i + 1, 4)),
       lnGrad: this.trainLayerNorms ? lnGrad : undefined,
       probe: probeOf?.(i),
     });

@@ -9,6 +9,10 @@ import { loadBackbone } from './models/bert/load';
 import type { Backbone } from './models/bert/model';
 import { configName } from './methods/bottleneck/config';
 import { ownsAdapterEntry, warningPrinted } from './adapterhub/files';
+import { ownsFusionEntry } from './adapterhub/fusionFiles';
+import { Fuse, parseComposition } from './adapted/composition';
+import type { CompositionBlock } from './adapted/composition';
+import { fusesOf } from './adapted/registry';
 import { checkOutputPaths, NamedPath } from './outputPaths';
 import { ownsCheckpointEntry } from './train/checkpoint';
 import { runDemo } from './demo/run';
@@ -94,6 +98,75 @@ function loadAdapters(model: Backbone, specs: string[]): Map<string, (string | n
   return out;
 }
 
+/**
+ * `train --fuse 'Fuse(a, b)' --load-adapter a=dir ...`: AdapterHub's train_adapter_fusion on the CLI. The
+ * adapters are loaded (frozen), the fusion added with --fusion-config, then it and a new head train;
+ * --out gets the fusion and the head, as save_adapter_fusion(with_head=True) writes them.
+ */
+async function trainFusionCommand(o: Record<string, any>): Promise<void> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const setup = parseComposition(o.fuse);
+  const fuses = typeof setup === 'string' ? [] : fusesOf(setup);
+  if (fuses.length !== 1) throw new Error(`--fuse ${o.fuse}: the setup must hold exactly one Fuse(...) block`);
+  if (!o.loadAdapter.length) throw new Error('--fuse needs the adapters it fuses: --load-adapter <dir> (repeat it, or name=dir)');
+  const name = o.name ?? nameFromDir(o.out);
+  checkOutputPaths('train', [
+    { path: o.train, name: '--train' }, { path: o.eval ?? '', name: '--eval' }, ...modelInput(o.model),
+    ...o.loadAdapter.map((a: string) => ({ path: adapterArg(a).dir, name: '--load-adapter' })),
+  ], [
+    { path: o.out, name: '--out', kind: 'dir', owns: ownsFusionEntry },
+    { path: o.log ?? '', name: '--log', kind: 'file' },
+    { path: o.checkpointDir ?? '', name: '--checkpoint-dir', kind: 'dir', owns: ownsCheckpointEntry },
+  ]);
+  const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
+  const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
+  const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
+  const labels = LabelMap.fromExamples(trainData);
+  if (evalData) for (const e of evalData) labels.id(e.label);
+  const { model, tokenizer } = await openModel(o.model, o.device);
+  for (const spec of o.loadAdapter) {
+    const { name: as, dir } = adapterArg(spec);
+    const r = model.loadAdapter(mustExist(dir, 'adapter directory'), as ? { loadAs: as } : {});
+    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+  }
+  const fusion = model.addFusion(fuses[0], o.fusionConfig);
+  if (model.head(name)) model.deleteHead(name); // a loaded adapter's head of the same name: the fusion gets a new one
+  console.log(`training fusion '${fusion}' (${o.fusionConfig}) with head '${name}' on ${model.device}: ${plural(trainData.length, 'example')}, ${plural(labels.size, 'label')}`);
+  const res = await train({
+    model, fusion: setup, head: name, tokenizer, trainData, evalData, labels, epochs: o.epochs, lr: o.lr, batchSize: o.batchSize,
+    maxLength: o.maxLength, seed: o.seed, logFile: o.log, checkpointDir: o.checkpointDir, resume: !!o.resume,
+    checkpointEvery: o.checkpointDir ? 50 : undefined, skipNonFinite: !!o.skipNonFinite,
+  });
+  model.saveFusion(o.out, fusion, { head: name, labels: labels.labels });
+  if (res.final) console.log(`eval: accuracy ${(100 * res.final.accuracy).toFixed(2)}%, macro-F1 ${res.final.macroF1.toFixed(4)}, loss ${res.final.loss.toFixed(4)}`);
+  console.log(`${plural(res.steps, 'step')}, ${(res.secondsPerStep * 1000).toFixed(1)} ms/step; saved fusion '${fusion}' and head '${name}' to ${o.out}`);
+}
+
+/** `predict --fusion dir`: every text through the fusion's composition and the head saved with it. */
+async function predictFused(model: Backbone, tokenizer: Tokenizer, o: Record<string, any>, texts: string[]): Promise<void> { // eslint-disable-line @typescript-eslint/no-explicit-any
+  for (const spec of o.adapter) {
+    const { name: as, dir } = adapterArg(spec);
+    const r = model.loadAdapter(mustExist(dir, 'adapter directory'), as ? { loadAs: as } : {});
+    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+  }
+  const dir = mustExist(o.fusion, 'fusion directory');
+  const fusion = model.loadFusion(dir);
+  if (!fs.existsSync(path.join(dir, 'head_config.json'))) throw new Error(`${dir} has no head (train it with 'train --fuse', which saves one beside the fusion)`);
+  const head = model.loadHead(dir, { loadAs: `${nameFromDir(dir)}_head` });
+  if (!head.labels) throw new Error(`the head in ${dir} has no labels`);
+  const setup: CompositionBlock | string = o.setup !== undefined ? parseComposition(o.setup) : Fuse(...model.fusionAdapters(fusion));
+  model.setActiveAdapters(setup);
+  model.setActiveHead(head.name);
+  for (const text of texts.length ? texts : await readLines()) {
+    const enc = tokenizer.encodeBatch([text]);
+    const r = await model.forwardAsync({ inputIds: enc.inputIds, attentionMask: enc.attentionMask, tokenTypeIds: enc.tokenTypeIds, shape: enc.shape });
+    const probs = softmaxRows(r.logits!.toArray(), r.logits!.shape[1])[0];
+    r.dispose();
+    const best = probs.indexOf(Math.max(...probs));
+    const probabilities = Object.fromEntries(head.labels.map((l, i) => [String(l), Number(probs[i].toFixed(6))]));
+    console.log(JSON.stringify({ setup: String(setup), text, label: head.labels[best], probabilities }));
+  }
+}
+
 /** The name an adapter directory was saved under (adapter_config.json's name), if readable. */
 function savedName(dir: string): string | undefined {
   try {
@@ -147,8 +220,13 @@ export function makeProgram(): Command {
     .option('--checkpoint-dir <dir>', 'save checkpoints here (and resume from them with --resume)')
     .option('--resume', 'resume from --checkpoint-dir')
     .option('--skip-non-finite', 'skip steps whose loss or gradients are NaN/Infinity (default: stop with an error naming where they appeared)')
-    .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
+    .option('--fuse <setup>', "train an AdapterFusion over saved adapters instead, e.g. 'Fuse(a, b, c)' (with --load-adapter)")
+    .option('--load-adapter <dir>', 'a saved adapter the fusion attends over (or name=dir; repeat)', collect, [])
+    .option('--fusion-config <name>', 'dynamic | static (AdapterHub\'s fusion configs)', 'dynamic')
+    .requiredOption('--out <dir>', 'where to save the adapter, or the fusion and its head (AdapterHub format)')
     .action(async (o) => {
+      if (o.fuse !== undefined) return trainFusionCommand(o);
+      if (o.loadAdapter.length) throw new Error('--load-adapter is for --fuse (the adapters a fusion attends over)');
       const config = configName(o.adapter);
       if (o.resume && !o.checkpointDir) throw new Error('--resume needs --checkpoint-dir (the directory to resume from)');
       const name = o.name ?? nameFromDir(o.out);
@@ -202,8 +280,13 @@ export function makeProgram(): Command {
     .option('--skip-non-finite', 'skip steps whose loss or gradients are NaN/Infinity')
     .option('--gradient-checkpointing', 'recompute each layer in the backward pass (less memory)')
     .option('--packing', 'pack several examples into each row of up to --max-length tokens')
-    .requiredOption('--out <dir>', 'where to save the adapter (AdapterHub format)')
+    .option('--fuse <setup>', "train an AdapterFusion over saved adapters instead, e.g. 'Fuse(a, b, c)' (with --load-adapter)")
+    .option('--load-adapter <dir>', 'a saved adapter the fusion attends over (or name=dir; repeat)', collect, [])
+    .option('--fusion-config <name>', 'dynamic | static (AdapterHub\'s fusion configs)', 'dynamic')
+    .requiredOption('--out <dir>', 'where to save the adapter, or the fusion and its head (AdapterHub format)')
     .action(async (o) => {
+      if (o.fuse !== undefined) return trainFusionCommand(o);
+      if (o.loadAdapter.length) throw new Error('--load-adapter is for --fuse (the adapters a fusion attends over)');
       const config = configName(o.adapter);
       if (o.resume && !o.checkpointDir) throw new Error('--resume needs --checkpoint-dir (the directory to resume from)');
       const name = o.name ?? nameFromDir(o.out);
@@ -328,11 +411,15 @@ export function makeProgram(): Command {
     .requiredOption('--model <dir|id>', 'model directory or Hugging Face hub repo id')
     .option('--adapter <dir>', 'saved adapter directory, or name=dir to route by another name (repeat for several)', collect, [])
     .option('--task <name>', 'the adapter to use for every text')
+    .option('--fusion <dir>', 'a saved AdapterFusion with its head (train --fuse): every text runs through it', )
+    .option('--setup <composition>', "with --fusion: the composition to run (default 'Fuse(<its adapters>)'), e.g. 'Stack(lang, Fuse(a, b))'")
     .option('--device <device>', 'cpu | cuda | cuda:N', device)
     .argument('[texts...]')
     .action(async (texts: string[], o) => {
       if (!o.adapter.length) throw new Error('predict needs an adapter: --adapter <dir> (repeat it, or use name=dir, for several)');
+      if (o.setup !== undefined && o.fusion === undefined) throw new Error('--setup runs with --fusion (the fusion and head it uses)');
       const { model, tokenizer } = await openModel(o.model, o.device);
+      if (o.fusion !== undefined) return predictFused(model, tokenizer, o, texts);
       const adapters = loadAdapters(model, o.adapter);
       const names = [...adapters.keys()].join(', ');
       if (o.task !== undefined && !adapters.has(o.task)) throw new Error(`--task ${o.task}: no adapter of that name (loaded: ${names})`);

@@ -300,11 +300,13 @@ Napi::Value Stack(const Napi::CallbackInfo& info) {
   Napi::Object out = newTensor(env, shape, ts[0]->dtype, ts[0]->device, op);
   char* dst = static_cast<char*>(implOf(out).ptr());
   size_t bytes = ts[0]->bytes();
-  runKernel(env, op, [&] {
-    for (size_t k = 0; k < ts.size(); k++) {
-      if (ts[k]->device == kCpu) std::memcpy(dst + k * bytes, ts[k]->ptr(), bytes);
+  std::vector<TensorImpl> parts;  // copies: the kernel may be queued (deferred.h)
+  for (TensorImpl* t : ts) parts.push_back(*t);
+  deferKernel(env, op, ts[0]->device, [=] {
+    for (size_t k = 0; k < parts.size(); k++) {
+      if (parts[k].device == kCpu) std::memcpy(dst + k * bytes, parts[k].ptr(), bytes);
 #ifdef FA_WITH_CUDA
-      else cuda::copyDeviceToDevice(ts[k]->device, ts[k]->ptr(), ts[k]->device, dst + k * bytes, bytes, op);
+      else cuda::copyDeviceToDevice(parts[k].device, parts[k].ptr(), parts[k].device, dst + k * bytes, bytes, op);
 #endif
     }
   });

@@ -236,12 +236,12 @@ function label2id(labels: (string | number)[] | undefined, numLabels: number, wh
   return m;
 }
 
-interface HeadFiles {
+export interface HeadFiles {
   config: string;
   tensors: Record<string, TensorToWrite>;
 }
 
-function headFiles(model: Backbone, name: string, labels: (string | number)[] | undefined, where: string, saveId: string): HeadFiles {
+export function headFiles(model: Backbone, name: string, labels: (string | number)[] | undefined, where: string, saveId: string): HeadFiles {
   const head = model.head(name);
   if (!head) throw new Error(`${where}: no head named '${name}'`);
   const dropout = head.dropout === model.config.hiddenDropout ? null : new PyFloat(head.dropout);
@@ -263,7 +263,7 @@ function headFiles(model: Backbone, name: string, labels: (string | number)[] | 
 
 /** Entries that an adapter or head save writes into its directory (plus our per-file temporaries of older releases). */
 const SAVED_FILES: readonly string[] = Object.values(ADAPTER_FILES);
-const HEAD_FILES: readonly string[] = [ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights];
+export const HEAD_FILES: readonly string[] = [ADAPTER_FILES.headConfig, ADAPTER_FILES.headWeights, ADAPTER_FILES.pickleHeadWeights];
 const isLeftoverTemp = (n: string, names: readonly string[]) => names.some((f) => n.startsWith(`${f}.tmp-`) && /^\d+-[0-9a-f]+$/.test(n.slice(f.length + 5)));
 /** Whether an entry of a directory is one that saveAdapter writes (and so may replace). */
 export const ownsAdapterEntry = (n: string): boolean => SAVED_FILES.includes(n) || isLeftoverTemp(n, SAVED_FILES);
@@ -285,7 +285,7 @@ function checkSameSave(dir: string, a: [string, string | undefined], b: [string,
     + `${b[1].slice(0, 12)}…); the directory was assembled from two saves or overwritten in part. Save the adapter again`);
 }
 
-function writeHead(dir: string, h: HeadFiles, saveId: string): void {
+export function writeHead(dir: string, h: HeadFiles, saveId: string): void {
   writeSafetensors(path.join(dir, ADAPTER_FILES.headWeights), h.tensors, { format: 'pt', save_id: saveId });
   writeFileAtomic(path.join(dir, ADAPTER_FILES.headConfig), h.config);
 }

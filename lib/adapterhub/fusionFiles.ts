@@ -11,8 +11,10 @@ import type { Tensor } from '../tensor';
 import { FusionConfig, resolveFusionConfig } from '../adapted/fusion';
 import type { FusionConfigInput } from '../adapted/fusion';
 import {
-  ADAPTERHUB_VERSION, AdapterHost, checkDir, copyTensors, f32Tensors, modelClass, openSafetensors, pyJson, readJson, writeFileAtomic,
+  ADAPTERHUB_VERSION, AdapterHost, checkDir, copyTensors, f32Tensors, HEAD_FILES, headFiles, modelClass, openSafetensors, pyJson, readJson,
+  writeFileAtomic, writeHead,
 } from './files';
+import type { Backbone } from '../models/bert/model';
 
 export const FUSION_FILES = {
   config: 'adapter_fusion_config.json',
@@ -31,13 +33,18 @@ export interface FusionHost extends AdapterHost {
   adapterNames(): string[];
 }
 
-const ownsFusionEntry = (n: string): boolean => (Object.values(FUSION_FILES) as string[]).includes(n);
+/** Whether an entry of a directory is one saveFusion writes (and so may replace): the fusion's files and a head's. */
+export const ownsFusionEntry = (n: string): boolean => (Object.values(FUSION_FILES) as string[]).includes(n) || HEAD_FILES.includes(n);
 
-/** Saves fusion `name` into `dir` (replaced as a whole, atomically). */
-export function saveFusion(model: FusionHost, dir: string, name: string): void {
+/**
+ * Saves fusion `name` into `dir` (replaced as a whole, atomically); with `head`, that head's files go
+ * beside it (head_config.json, model_head.safetensors), as AdapterHub's save_adapter_fusion(with_head=True).
+ */
+export function saveFusion(model: FusionHost, dir: string, name: string, opts: { head?: string; labels?: (string | number)[] } = {}): void {
   const where = 'saveFusion';
   const config = model.fusionConfig(name); // throws for an unknown fusion
   const saveId = newSaveId();
+  const head = opts.head === undefined ? null : headFiles(model as unknown as Backbone, opts.head, opts.labels, where, saveId);
   const json = {
     adapter_names: model.fusionAdapters(name),
     config: { ...config },
@@ -53,6 +60,7 @@ export function saveFusion(model: FusionHost, dir: string, name: string): void {
   const tensors = f32Tensors(model.fusionParameters(name));
   replaceDirAtomic(dir, (tmp) => {
     writeSafetensors(path.join(tmp, FUSION_FILES.weights), tensors, { format: 'pt', save_id: saveId });
+    if (head) writeHead(tmp, head, saveId);
     writeFileAtomic(path.join(tmp, FUSION_FILES.config), text);
   }, { where, owns: ownsFusionEntry });
 }

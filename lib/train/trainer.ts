@@ -4,6 +4,8 @@
 import * as fs from 'fs';
 import { SingleBar, Presets } from 'cli-progress';
 import type { Backbone } from '../models/bert/model';
+import { parseComposition } from '../adapted/composition';
+import type { Composition } from '../adapted/composition';
 import { AdamW } from '../optim/adamw';
 import { clipGradNorm, globalGradNorm } from '../optim/clip';
 import { LRSchedule, ScheduleKind } from '../optim/schedule';
@@ -20,8 +22,15 @@ import { Tokenizer } from './tokenizer';
 export interface TrainOptions {
   model: Backbone;
   /** The adapter to train; when the model has none by that name and it is a config name
-   *  (seq_bn, double_seq_bn, par_bn or an alias), an adapter of that config is added. */
-  adapter: string;
+   *  (seq_bn, double_seq_bn, par_bn or an alias), an adapter of that config is added. With
+   *  `fusion`, it only names the head (default: the fusion's last adapter). */
+  adapter?: string;
+  /**
+   * Train an AdapterFusion instead (AdapterHub's train_adapter_fusion): a composition holding Fuse
+   * blocks whose fusions exist (addFusion / loadFusion); only the fusion layers and the head train, and
+   * each step adds the fusion's value regularisation when its config asks for it.
+   */
+  fusion?: Composition;
   /** The head to train (default: the adapter's name); added when missing. */
   head?: string;
   /** Default: the tokenizer.json of the directory the model was loaded from. */
@@ -127,15 +136,18 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
   if (!trainData?.length) throw new Error('train: trainData is empty');
   if (!opts.tokenizer && !model.dir) throw new Error('train: pass a tokenizer (the model was not loaded from a directory)');
   const tokenizer = opts.tokenizer ?? (await Tokenizer.fromDir(model.dir!));
-  if (!model.adapterNames().includes(opts.adapter) && isConfigName(opts.adapter)) model.addAdapter(opts.adapter, opts.adapter);
+  if (!opts.adapter && !opts.fusion) throw new Error('train: pass the adapter to train (or a fusion)');
+  const fusion = typeof opts.fusion === 'string' ? parseComposition(opts.fusion) : opts.fusion;
+  if (opts.adapter && !fusion && !model.adapterNames().includes(opts.adapter) && isConfigName(opts.adapter)) model.addAdapter(opts.adapter, opts.adapter);
   const o = { ...opts, trainData, evalData, tokenizer };
   const seed = o.seed ?? 42;
   const labels = o.labels ?? LabelMap.fromExamples(o.trainData);
-  const headName = o.head ?? o.adapter;
+  const headName = o.head ?? o.adapter ?? (typeof fusion === 'string' ? fusion : fusion!.last());
   if (!model.head(headName)) model.addClassificationHead(headName, { numLabels: labels.size }, { seed: seed + 17 });
   else if (model.head(headName)!.numLabels !== labels.size)
     throw new Error(`train: head '${headName}' has ${model.head(headName)!.numLabels} labels, the data has ${labels.size}`);
-  model.trainAdapter(o.adapter, { trainLayerNorms: o.trainLayerNorms });
+  if (fusion) model.trainFusion(fusion);
+  else model.trainAdapter(o.adapter!, { trainLayerNorms: o.trainLayerNorms });
   model.setActiveHead(headName);
   const params = model.namedParameters();
   const batchSize = o.batchSize ?? 16;
@@ -238,9 +250,15 @@ export async function train(opts: TrainOptions): Promise<TrainResult> {
           skipped = e;
         }
       }
-      const grads = model.grads();
+      let grads = model.grads();
       // the mean over micro-batches, as one large batch would give
       if (!skipped && accum > 1) for (const g of grads.values()) scaleInPlace(g, 1 / accum);
+      if (fusion && !skipped) {
+        // AdapterHub's fusion regularisation (0.01·‖I − V‖²): its gradient joins the step's (AdapterTrainer
+        // adds it after each step, so it lands in the next one; here it lands in this one)
+        model.fusionRegularization();
+        grads = model.grads();
+      }
       const gradNorm = skipped ? NaN : (o.maxGradNorm ?? 1) > 0 ? clipGradNorm(grads, o.maxGradNorm ?? 1) : globalGradNorm(grads);
       if (!skipped && !Number.isFinite(gradNorm)) {
         const e = nonFiniteGradient(grads);

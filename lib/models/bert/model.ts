@@ -205,9 +205,12 @@ export class Backbone {
     return [...this.adapters.fusionEntry(name, 'fusionAdapters').adapters];
   }
 
-  /** Saves a fusion as AdapterHub does (adapter_fusion_config.json, model_adapter_fusion.safetensors). */
-  saveFusion(dir: string, name: string): void {
-    saveFusionFiles(this, dir, name);
+  /**
+   * Saves a fusion as AdapterHub does (adapter_fusion_config.json, model_adapter_fusion.safetensors); with
+   * `head`, that head's files go beside it (save_adapter_fusion(with_head=True)).
+   */
+  saveFusion(dir: string, name: string, opts: { head?: string; labels?: (string | number)[] } = {}): void {
+    saveFusionFiles(this, dir, name, opts);
   }
 
   /** Loads a fusion saved by AdapterHub or saveFusion (its adapters loaded first); returns its name. */

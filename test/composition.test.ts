@@ -9,9 +9,10 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import {
-  AdamW, Average, Backbone, BatchSplit, Fuse, loadBackbone, parseComposition, Stack, Tensor, tensor,
+  AdamW, Average, Backbone, BatchSplit, Fuse, loadBackbone, loadDecoder, parseComposition, Stack, Tensor, tensor,
 } from '../lib';
 import { native } from '../lib/backend';
+import { writeTinyLlama } from './decoderFixture';
 
 const SEED = process.env.FA_TEST_SEED ? Number(process.env.FA_TEST_SEED) : Math.floor(Math.random() * 2 ** 31);
 const MODEL = path.join(__dirname, 'fixtures', 'tiny-bert');
@@ -224,5 +225,76 @@ describe(`compositions (seed ${SEED})`, () => {
     const bad = cli(['train', '--model', MODEL, '--train', data, '--fuse', 'Stack(a, b)', '--load-adapter', dirs[0], '--out', path.join(work, 'x')]);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toMatch(/exactly one Fuse/);
+  });
+});
+
+describe(`compositions on a decoder (seed ${SEED})`, () => {
+  const llamaDir = () => writeTinyLlama(path.join(work, `llama-${Math.random().toString(36).slice(2)}`), SEED);
+  async function llama() {
+    const m = await loadDecoder(llamaDir(), { device: 'cpu' });
+    let k = 0;
+    for (const [name, cfg] of [['a', 'seq_bn'], ['b', { config: 'seq_bn', reductionFactor: 4, nonLinearity: 'gelu' }], ['c', 'seq_bn']] as const) {
+      m.addAdapter(name, cfg, { seed: k });
+      for (const t of m.adapterParameters(name).values()) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => 0.2 * Math.sin(i * (k + 2) + t.size)));
+      k++;
+    }
+    return m;
+  }
+  const ids = [[3, 17, 5, 9, 22], [8, 1, 40, 2, 7]];
+  const logits = (m: Awaited<ReturnType<typeof llama>>, inputIds: number[][]) => {
+    const o = m.forward({ inputIds });
+    const v = Array.from(o.logits.toArray());
+    o.dispose();
+    return v;
+  };
+
+  test('Average(a) is a; a BatchSplit slice is its adapter alone; Parallel is refused', async () => {
+    const m = await llama();
+    m.setActiveAdapter('a');
+    const a = logits(m, ids);
+    m.setActiveAdapters(Average('a'));
+    close(logits(m, ids), a);
+    m.setActiveAdapters('BatchSplit(a, b, batch_sizes=[1, 1])');
+    const split = logits(m, ids);
+    m.setActiveAdapter('b');
+    close(split.slice(a.length / 2), logits(m, [ids[1]]));
+    close(split.slice(0, a.length / 2), a.slice(0, a.length / 2));
+    m.setActiveAdapters('Parallel(a, b)');
+    expect(() => m.forward({ inputIds: ids })).toThrow(/Parallel compositions run on encoders/);
+    m.dispose();
+  });
+
+  test('Fuse on a decoder: gradients equal central differences; generation with the KV cache equals recomputation', async () => {
+    const m = await llama();
+    m.addFusion(['a', 'b', 'c'], 'dynamic');
+    for (const [k, t] of m.fusionParameters('a,b,c')) if (!k.endsWith('value.weight')) t.copyFrom(Float32Array.from({ length: t.size }, (_, i) => 0.05 * Math.cos(i + t.size)));
+    expect([...m.fusionParameters('a,b,c').keys()][0]).toMatch(/^model\.layers\.0\.(attention|output)_adapters\.adapter_fusion_layer\.a,b,c\./);
+    m.trainFusion(Fuse('a', 'b', 'c'));
+    const labels = ids.map((r) => r.map((t, i) => (i ? t : -100)));
+    const out = m.forward({ inputIds: ids }, { labels });
+    m.backward(out);
+    out.dispose();
+    const grads = m.grads();
+    const lossOf = () => { const o = m.forward({ inputIds: ids }, { labels }); const l = o.lossValue!; o.dispose(); return l; };
+    for (const [key, t] of [...m.fusionParameters('a,b,c')].filter(([k]) => !k.endsWith('key.bias')).slice(0, 4)) {
+      const base = t.toArray();
+      const g = grads.get(key)!.toArray();
+      const j = 7;
+      const at = (d: number) => { const v = Float32Array.from(base); v[j] += d; t.copyFrom(v); return lossOf(); };
+      const numeric = (at(1e-2) - at(-1e-2)) / 2e-2;
+      t.copyFrom(base);
+      expect(Math.abs(numeric - g[j])).toBeLessThan(2e-3 * Math.max(1, Math.abs(numeric)));
+    }
+    m.zeroGrad();
+    m.setActiveAdapters('Fuse(a, b, c)');
+    const gen = (await m.generate([ids[0]], { maxNewTokens: 6 })) as number[][];
+    const full = [...ids[0], ...gen[0]];
+    const l = logits(m, [full]);
+    const V = m.config.vocabSize;
+    for (let t = ids[0].length - 1; t < full.length - 1; t++) {
+      const row = l.slice(t * V, (t + 1) * V);
+      expect(row.indexOf(Math.max(...row))).toBe(full[t + 1]);
+    }
+    m.dispose();
   });
 });

@@ -11,6 +11,7 @@ import { tensor, Tensor, zeros } from '../tensor';
 import type { CompositionBlock } from './composition';
 import type { FusionConfig } from './fusion';
 import type { SiteRun } from './registry';
+import type { Scope } from '../core/scope';
 import { Tape } from './tape';
 
 /** The sub-layer's own LayerNorm (null: the site has none, as in decoders), and where its gradients go. */
@@ -44,11 +45,22 @@ interface State {
 }
 
 /**
- * The site's output for the composition `setup` over h (the sub-layer's output) and x (its input).
- * The returned tensor's gradient goes back through `tape` (tape.backward) to h, x and the parameters.
+ * The site's output for the composition `setup` over h (the sub-layer's output) and x (its input), and
+ * its backward: dOut → the gradients of h and x (the parameters' go where the context sends them).
  */
-export function composeSite(tape: Tape, setup: CompositionBlock, h: Tensor, x: Tensor, ln: SiteNorm | null, ctx: ComposeContext): Tensor {
-  return new SiteComposer(tape, ln, ctx).run(setup, h, x);
+export function composeSite(
+  s: Scope, setup: CompositionBlock, h: Tensor, x: Tensor, ln: SiteNorm | null, ctx: ComposeContext,
+): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
+  const tape = new Tape(s);
+  const out = new SiteComposer(tape, ln, ctx).run(setup, h, x);
+  const none = (t: Tensor) => s.t(zeros([...t.shape], { dtype: t.dtype, device: t.device }));
+  return {
+    out,
+    back: (dOut) => {
+      const [dh, dx] = tape.backward([[out, dOut]], [h, x]);
+      return { dh: dh ?? none(h), dx: dx ?? none(x) };
+    },
+  };
 }
 
 class SiteComposer {

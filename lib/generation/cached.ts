@@ -24,6 +24,7 @@ type Attend = (s: Scope, layer: number, q: Tensor, k: Tensor, v: Tensor) => Tens
 export function prefill(model: Decoder, cache: PagedKVCache, ids: number[], prompts: number[][], rowAdapters?: (string | null)[]): Tensor {
   const B = prompts.length;
   if (ids.length !== B) throw new Error(`prefill: ${ids.length} sequences for ${B} prompts`);
+  model.beginPass();
   ids.forEach((id, b) => {
     if (cache.length(id) !== 0) throw new Error(`prefill: sequence ${id} already holds ${cache.length(id)} tokens`);
     if (!prompts[b].length) throw new Error(`prefill: prompt ${b} is empty`);
@@ -58,6 +59,7 @@ export function prefill(model: Decoder, cache: PagedKVCache, ids: number[], prom
 export function decodeStep(model: Decoder, cache: PagedKVCache, ids: number[], tokens: number[], rowAdapters?: (string | null)[]): Tensor {
   const B = ids.length;
   if (tokens.length !== B) throw new Error(`decodeStep: ${tokens.length} tokens for ${B} sequences`);
+  model.beginPass();
   for (const id of ids) cache.reserve(id, 1);
   const lengths = ids.map((id) => cache.length(id));
   const s = new Scope();

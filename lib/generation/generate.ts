@@ -81,7 +81,7 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
     throw new Error(`generate: adapters must hold one adapter name (or null) per prompt (${prompts.length})`);
   if (o.adapters !== undefined && o.adapter !== undefined) throw new Error('generate: pass adapter or adapters, not both');
   if (maxNew === 0) return;
-  const previous = model.active;
+  const previous = model.activeAdapters;
   if (o.adapter !== undefined) model.setActiveAdapter(o.adapter);
   const cache = PagedKVCache.forLengths(model, prompts.map((p) => p.length + maxNew));
   const rand = rng(o.seed ?? 0);
@@ -122,7 +122,7 @@ export async function* streamTokens(model: Decoder, prompts: number[][], o: Gene
   } finally {
     const end = clock();
     cache.dispose();
-    if (o.adapter !== undefined) model.setActiveAdapter(previous);
+    if (o.adapter !== undefined) model.setActiveAdapters(previous);
     o.onStats?.({
       promptTokens: prompts.reduce((a, p) => a + p.length, 0), newTokens: produced, prefillSeconds: t1 - t0,
       decodeSeconds: end - t1, cacheBytesPerToken: cache.bytesPerToken, cacheBytes: cache.bytesPerToken * cache.pages * cache.pageSize,

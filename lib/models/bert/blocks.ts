@@ -12,8 +12,6 @@ import type { Probe } from '../../core/finite';
 import { Scope } from '../../core/scope';
 import type { ComposedSite, SiteRun } from '../../adapted/registry';
 import { composeSite } from '../../adapted/compose';
-import { Tape } from '../../adapted/tape';
-import { zeros } from '../../tensor';
 
 export interface Linear { weight: Tensor; bias: Tensor } // [out, in], [out]
 export interface Norm { weight: Tensor; bias: Tensor }
@@ -182,23 +180,15 @@ export function outputBlock(
   };
 }
 
-/** The output block under a composition of adapters (lib/adapted/compose.ts), its backward on a tape. */
+/** The output block under a composition of adapters (lib/adapted/compose.ts), the site's LayerNorm included. */
 function composedBlock(
   s: Scope, h: Tensor, x: Tensor, ln: Norm, eps: number, ad: ComposedSite, lnGrad?: LnAccumulate,
   probe?: { see: Probe; site: string },
 ): { out: Tensor; back: (dOut: Tensor) => { dh: Tensor; dx: Tensor } } {
-  const tape = new Tape(s);
   const norm = { weight: ln.weight, bias: ln.bias, eps, grad: lnGrad && ((dW: Tensor, dB: Tensor) => lnGrad(ln, dW, dB)) };
-  const out = composeSite(tape, ad.setup, h, x, norm, ad.ctx);
-  probe?.see(`${probe.site}.adapters (${ad.setup}) and LayerNorm`, out);
-  const none = (t: Tensor) => s.t(zeros([...t.shape], { dtype: t.dtype, device: t.device }));
-  return {
-    out,
-    back: (dOut) => {
-      const [dh, dx] = tape.backward([[out, dOut]], [h, x]);
-      return { dh: dh ?? none(h), dx: dx ?? none(x) };
-    },
-  };
+  const r = composeSite(s, ad.setup, h, x, norm, ad.ctx);
+  probe?.see(`${probe.site}.adapters (${ad.setup}) and LayerNorm`, r.out);
+  return r;
 }
 
 export interface LayerWeights {

@@ -7,7 +7,8 @@ import {
   maskedSoftmaxBackward, rmsNorm, rmsNormBackward, rope, ropeBackward, transpose12,
 } from '../../nn';
 import { activation, activationGrad, add, matmul } from '../../ops';
-import type { SiteRun } from '../../adapted/registry';
+import type { ComposedSite, SiteRun } from '../../adapted/registry';
+import { composeSite } from '../../adapted/compose';
 import { Scope } from '../../core/scope';
 import type { Tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
@@ -175,7 +176,9 @@ export function mlp(s: Scope, cfg: DecoderConfig, x: Tensor, l: DecoderLayerWeig
  *   par_bn (is_parallel):    (h + x) + s·f(x)
  * back: dOut → { dh, dx }.
  */
-export function residual(s: Scope, h: Tensor, x: Tensor, ad: SiteRun | null): { out: Tensor; back: (d: Tensor) => { dh: Tensor; dx: Tensor } } {
+export function residual(s: Scope, h: Tensor, x: Tensor, ad: SiteRun | ComposedSite | null): { out: Tensor; back: (d: Tensor) => { dh: Tensor; dx: Tensor } } {
+  // a composition (lib/adapted/compose.ts), run as AdapterHub runs it without a layer norm at the site
+  if (ad && 'setup' in ad) return composeSite(s, ad.setup, h, x, null, ad.ctx);
   const sum = s.t(add(h, x));
   if (!ad) return { out: sum, back: (d) => ({ dh: d, dx: d }) };
   const run = (input: Tensor, res?: Tensor) => {

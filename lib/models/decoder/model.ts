@@ -15,6 +15,10 @@ import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
 import { add, cast, matmul, scale } from '../../ops';
 import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
+import { Fuse, parallelChannels } from '../../adapted/composition';
+import type { Composition } from '../../adapted/composition';
+import type { FusionConfig, FusionConfigInput } from '../../adapted/fusion';
+import { loadFusion as loadFusionFiles, saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
 import type { GgufFile } from '../../io/gguf';
@@ -223,9 +227,10 @@ export class Decoder {
     return this.adapters.parameters(name);
   }
 
-  /** Trains `name`: it becomes active and its tensors are the trainable ones. */
-  trainAdapter(name: string): void {
-    this.adapters.train(name);
+  /** Trains `name` (or every adapter of a composition): it becomes active and its tensors are the trainable ones. */
+  trainAdapter(name: string | Composition): void {
+    if (typeof name === 'string' && /^[A-Za-z0-9_-]+$/.test(name)) this.adapters.train(name);
+    else this.adapters.trainSetup(name);
   }
 
   /** The adapter the forward runs (null: none, the plain model). */
@@ -237,13 +242,75 @@ export class Decoder {
     return this.adapters.active;
   }
 
+  // ---- compositions and fusions: as on encoders (Backbone), without Parallel ----
+
+  setActiveAdapters(setup: Composition | null): void {
+    this.adapters.setActiveSetup(setup);
+  }
+
+  get activeAdapters(): Composition | null {
+    return this.adapters.activeSetup;
+  }
+
+  addFusion(adapters: string[] | Composition, config?: FusionConfigInput, opts: { seed?: number; name?: string } = {}): string {
+    return this.adapters.addFusion(adapters, config, opts);
+  }
+
+  fusionNames(): string[] {
+    return this.adapters.fusionNames();
+  }
+
+  fusionConfig(name: string): FusionConfig {
+    return { ...this.adapters.fusionEntry(name, 'fusionConfig').config };
+  }
+
+  fusionAdapters(name: string): string[] {
+    return [...this.adapters.fusionEntry(name, 'fusionAdapters').adapters];
+  }
+
+  fusionParameters(name: string): Map<string, Tensor> {
+    return this.adapters.fusionParameters(name);
+  }
+
+  deleteFusion(name: string): void {
+    this.adapters.deleteFusion(name);
+  }
+
+  trainFusion(setup: string[] | Composition, opts: { unfreezeAdapters?: boolean } = {}): void {
+    this.adapters.trainFusion(Array.isArray(setup) ? Fuse(...setup) : setup, !!opts.unfreezeAdapters);
+  }
+
+  fusionRegularization(): number {
+    return this.adapters.fusionRegularization();
+  }
+
+  saveFusion(dir: string, name: string): void {
+    saveFusionFiles(this, dir, name);
+  }
+
+  loadFusion(dir: string, opts: { strict?: boolean } = {}): string {
+    return loadFusionFiles(this, dir, opts);
+  }
+
   deleteAdapter(name: string): void {
     this.adapters.delete(name);
   }
 
-  /** @internal The active adapter at a layer's site, for inference (generation). */
+  /** @internal The active adapter or composition at a layer's site, for inference (generation). */
   adapterSite(layer: number, where: 'mh' | 'output') {
-    return this.adapters.site(layer, where, false, 0);
+    return this.adapters.composedSite(layer, where, false, 0) ?? this.adapters.site(layer, where, false, 0);
+  }
+
+  /** @internal The start of a pass (forward, prefill, decode step): fusion temperatures fall once per pass. */
+  beginPass(): void {
+    if (this.adapters.activeSetup !== null && parallelChannels(this.adapters.activeSetup) > 1)
+      throw new Error('forward: Parallel compositions run on encoders; a decoder takes Stack, BatchSplit, Average and Fuse');
+    this.adapters.beginForward();
+  }
+
+  private forwardSeed(opts: DecoderForwardOptions): number {
+    this.beginPass();
+    return opts.seed ?? 7919 * ++this.step;
   }
 
   /** @internal Per-row adapters at a layer's site, stacked for the batched op (generation). */
@@ -273,7 +340,7 @@ export class Decoder {
 
   /** The trainable tensors (the trained adapter's), by name. */
   namedParameters(): Map<string, Tensor> {
-    return this.adapters.trained ? this.adapters.parameters(this.adapters.trained) : new Map();
+    return this.adapters.trainableParameters();
   }
 
   /** Accumulated gradients (fp32) of the trainable tensors, by name. */
@@ -288,7 +355,7 @@ export class Decoder {
   // ---- forward and backward ----
 
   forward(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): DecoderOutput {
-    const seed = opts.seed ?? 7919 * ++this.step;
+    const seed = this.forwardSeed(opts);
     return this.checked(this.pass(inputs, { ...opts, seed }, null), inputs, opts, seed);
   }
 
@@ -297,7 +364,7 @@ export class Decoder {
    * runDeferred). Same result, same errors; on CUDA the same as forward().
    */
   async forwardAsync(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): Promise<DecoderOutput> {
-    const seed = opts.seed ?? 7919 * ++this.step;
+    const seed = this.forwardSeed(opts);
     const out = await runDeferred(() => this.pass(inputs, { ...opts, seed }, null));
     return this.checked(out, inputs, opts, seed);
   }
@@ -386,14 +453,14 @@ export class Decoder {
       see(i, gpt2 ? 'ln_1' : 'input_layernorm', n1.out);
       const att = attention(ls, cfg, n1.out, l, run);
       see(i, gpt2 ? 'attn' : 'self_attn', att.out);
-      const mhSite = this.adapters.site(i, 'mh', training, seedBase * 64 + 2 * i);
+      const mhSite = this.adapters.composedSite(i, 'mh', training, seedBase * 64 + 2 * i) ?? this.adapters.site(i, 'mh', training, seedBase * 64 + 2 * i);
       const A = residual(ls, att.out, input, mhSite);
       see(i, mhSite ? 'attention_adapters (residual + adapter)' : 'attention residual', A.out);
       const n2 = norm(ls, cfg, A.out, l.norm2);
       see(i, gpt2 ? 'ln_2' : 'post_attention_layernorm', n2.out);
       const m = mlp(ls, cfg, n2.out, l);
       see(i, 'mlp', m.out);
-      const outSite = this.adapters.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
+      const outSite = this.adapters.composedSite(i, 'output', training, seedBase * 64 + 2 * i + 1) ?? this.adapters.site(i, 'output', training, seedBase * 64 + 2 * i + 1);
       const O = residual(ls, m.out, A.out, outSite);
       see(i, outSite ? 'output_adapters (residual + adapter)' : 'mlp residual', O.out);
       const hasMh = mhSite !== null;

@@ -9,6 +9,10 @@ Parallel, BatchSplit, Average and Fuse (AdapterFusion) on the real pre-trained M
       train_adapter_fusion trains, runs one forward (eval mode: no dropout) and the backward of
       loss = Σ last_hidden ⊙ R (R random, saved), and writes <case>.safetensors: last_hidden, R and
       grad.<parameter name>. The adapters and fusions are saved under saved/ (use_safetensors=True).
+  python composition_reference.py make-llama --out DIR --seed N
+      The same on a tiny random LLaMA (transformers' LlamaForCausalLM, saved to DIR/model): adapters a, b,
+      c, the two fusions, and the setups that decoders take (no Parallel), each with a forward with labels
+      (the causal LM loss) and its backward: <case>.safetensors holds logits, loss and grad.<name>.
   python composition_reference.py check --model DIR --adapters DIR... --fusion DIR --setup S --inputs F --out F
       Loads adapters and a fusion this package saved, activates the setup, writes last_hidden.
 
@@ -24,7 +28,7 @@ from safetensors.torch import save_file
 import adapters
 from adapters import DoubleSeqBnConfig, SeqBnConfig, StaticAdapterFusionConfig
 from adapters.composition import Average, BatchSplit, Fuse, Parallel, Stack
-from transformers import BertModel
+from transformers import AutoModelForCausalLM, BertModel, LlamaConfig
 
 ADAPTERS = {
     "a": lambda: SeqBnConfig(),
@@ -136,6 +140,67 @@ def make(args):
         json.dump({"cases": manifest, "versions": {"adapters": adapters.__version__, "torch": torch.__version__}}, f, indent=1)
 
 
+LLAMA_CASES = ["stack3", "batch_split_llama", "average", "fuse", "fuse_static", "stack_fuse"]
+CASES["batch_split_llama"] = (lambda: BatchSplit("b", "c", batch_sizes=[1, 1]), "adapters")
+
+
+def make_llama(args):
+    torch.manual_seed(args.seed)
+    cfg = LlamaConfig(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-5, rope_theta=10000.0,
+                      tie_word_embeddings=False, attn_implementation="eager")
+    base = AutoModelForCausalLM.from_config(cfg).float()
+    g = torch.Generator().manual_seed(args.seed + 3)
+    with torch.no_grad():
+        for p in base.parameters():
+            p.copy_(0.1 * torch.randn(p.shape, generator=g) + (1.0 if p.dim() == 1 else 0.0))
+    model_dir = os.path.join(args.out, "model")
+    base.save_pretrained(model_dir, safe_serialization=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="eager").float()
+    adapters.init(model)
+    for name in ("a", "b", "c"):
+        model.add_adapter(name, config=ADAPTERS[name]())
+    for names, c in FUSIONS.items():
+        model.add_adapter_fusion(Fuse(*names.split(",")), config=c if isinstance(c, str) else c())
+    perturb(model, torch.Generator().manual_seed(args.seed + 1))
+    ids = torch.randint(0, 101, (2, 7), generator=g)
+    labels = ids.clone()
+    labels[:, :2] = -100
+    with open(os.path.join(args.out, "inputs.json"), "w") as f:
+        json.dump({"input_ids": ids.tolist(), "labels": labels.tolist()}, f)
+    saved = os.path.join(args.out, "saved")
+    os.makedirs(saved, exist_ok=True)
+    for name in ("a", "b", "c"):
+        model.save_adapter(os.path.join(saved, name), name, use_safetensors=True)
+    for names in FUSIONS:
+        model.save_adapter_fusion(os.path.join(saved, "fusion_" + names.replace(",", "_")), names, use_safetensors=True)
+    manifest = {}
+    for case in LLAMA_CASES:
+        setup_of, trains = CASES[case]
+        setup = setup_of()
+        if trains == "fusion":
+            model.train_adapter_fusion(setup)
+        else:
+            model.train_adapter(setup)
+        model.set_active_adapters(setup)
+        model.eval()
+        model.zero_grad()
+        out = model(input_ids=ids, labels=labels)
+        out.loss.backward()
+        result = {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
+        trainable = []
+        for pname, p in model.named_parameters():
+            if p.requires_grad:
+                if p.grad is None:
+                    raise SystemExit(f"{case}: {pname} got no gradient")
+                result["grad." + pname] = p.grad.detach().contiguous().clone()
+                trainable.append(pname)
+        save_file(result, os.path.join(args.out, case + ".safetensors"))
+        manifest[case] = {"setup": str(setup), "trainable": trainable}
+    with open(os.path.join(args.out, "manifest.json"), "w") as f:
+        json.dump({"cases": manifest}, f, indent=1)
+
+
 def check(args):
     with open(args.inputs) as f:
         inputs = json.load(f)
@@ -158,6 +223,9 @@ def main():
     m.add_argument("--model", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--seed", type=int, required=True)
+    ml = sub.add_parser("make-llama")
+    ml.add_argument("--out", required=True)
+    ml.add_argument("--seed", type=int, required=True)
     c = sub.add_parser("check")
     c.add_argument("--model", required=True)
     c.add_argument("--inputs", required=True)
@@ -166,7 +234,7 @@ def main():
     c.add_argument("--fusion", required=True)
     args = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    make(args) if args.cmd == "make" else check(args)
+    {"make": make, "make-llama": make_llama, "check": check}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
 // or train_adapter_fusion) for loss = Σ last_hidden ⊙ R; this package loads the saved files, runs the
 // same setups in the same order (fusion temperatures fall per forward on both sides), and must match.
 // Then the reverse: a fusion this package trained and saved loads in AdapterHub with the same outputs.
+// And on a tiny random LLaMA (LlamaForCausalLM + adapters.init): the setups decoders take, with the
+// causal LM loss: logits, loss and gradients.
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { Average, Backbone, BatchSplit, Composition, Fuse, loadBackbone, Parallel, Stack, tensor } from '../../lib';
+import { Average, Backbone, BatchSplit, Composition, Decoder, Fuse, loadBackbone, loadDecoder, Parallel, Stack, tensor } from '../../lib';
 import { SafetensorsFile } from '../../lib/io/safetensors';
 import { describeReference, runPython } from './env';
 
@@ -130,4 +132,60 @@ describeReference('compositions and AdapterFusion: parity with AdapterHub on all
     model.deleteFusion('a,b,c');
     expect(model.loadFusion(dir)).toBe('a,b,c');
   }, 300_000);
+});
+
+describeReference('compositions and AdapterFusion on a tiny LLaMA: parity with AdapterHub', (env) => {
+  let work: string;
+  let model: Decoder;
+  let inputs: { input_ids: number[][]; labels: number[][] };
+  let manifest: { cases: Record<string, { setup: string; trainable: string[] }> };
+
+  beforeAll(async () => {
+    work = fs.mkdtempSync(path.join(os.tmpdir(), 'fa-composition-llama-'));
+    await runPython(env.python, [SCRIPT, 'make-llama', '--out', work, '--seed', String(seed)]);
+    inputs = JSON.parse(fs.readFileSync(path.join(work, 'inputs.json'), 'utf8'));
+    manifest = JSON.parse(fs.readFileSync(path.join(work, 'manifest.json'), 'utf8'));
+    model = await loadDecoder(path.join(work, 'model'), { device: 'cpu', dtype: 'float32' });
+    for (const n of ['a', 'b', 'c']) model.loadAdapter(path.join(work, 'saved', n));
+    expect(model.loadFusion(path.join(work, 'saved', 'fusion_a_b_c'))).toBe('a,b,c');
+    expect(model.loadFusion(path.join(work, 'saved', 'fusion_b_c'))).toBe('b,c');
+  }, 300_000);
+
+  afterAll(() => {
+    model?.dispose();
+    if (work) fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  // composition_reference.py's LLAMA_CASES, in its order
+  const LLAMA: [string, () => Composition, 'adapters' | 'fusion'][] = [
+    ['stack3', () => Stack('a', 'b', 'c'), 'adapters'],
+    ['batch_split_llama', () => BatchSplit('b', 'c', { batchSizes: [1, 1] }), 'adapters'],
+    ['average', () => Average('a', 'b', 'c', { weights: [0.2, 0.3, 0.5] }), 'adapters'],
+    ['fuse', () => Fuse('a', 'b', 'c'), 'fusion'],
+    ['fuse_static', () => Fuse('b', 'c'), 'fusion'],
+    ['stack_fuse', () => Stack('a', Fuse('b', 'c')), 'fusion'],
+  ];
+  for (const [name, setup, trains] of LLAMA)
+    test(`${name}: logits, loss and the gradients of what trains equal AdapterHub's`, () => {
+      const ref = read(path.join(work, `${name}.safetensors`));
+      const s = setup();
+      if (trains === 'fusion') model.trainFusion(s);
+      else model.trainAdapter(s);
+      const out = model.forward({ inputIds: inputs.input_ids }, { labels: inputs.labels });
+      expectNear(`${name} logits`, out.logits.toArray(), ref.get('logits')!.data, 1e-4);
+      expect(Math.abs(out.lossValue! - ref.get('loss')!.data[0])).toBeLessThan(1e-4 * Math.abs(ref.get('loss')!.data[0]));
+      model.backward(out);
+      out.dispose();
+      const grads = model.grads();
+      const trainable = manifest.cases[name].trainable;
+      expect(new Set(grads.keys())).toEqual(new Set(trainable));
+      for (const p of trainable) {
+        const ours = grads.get(p)!.toArray();
+        if (p.endsWith('key.bias')) {
+          const scale = ref.get(`grad.${p.replace('bias', 'weight')}`)!.data.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+          expect(ours.reduce((m, v) => Math.max(m, Math.abs(v)), 0)).toBeLessThan(1e-4 * scale);
+        } else expectNear(`${name} grad ${p}`, ours, ref.get(`grad.${p}`)!.data, gradTolerance(p));
+      }
+      model.zeroGrad();
+    });
 });

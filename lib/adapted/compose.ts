@@ -4,12 +4,14 @@
 // each block's first adapter runs its pre_forward, Stack chains, Parallel and BatchSplit slice the
 // batch, Average takes AdapterHub's weighted mean, Fuse attends over its children's up-projections —
 // and the last adapter's post_forward closes the site. Every step records its backward on a Tape.
-import { add, cast, matmul, scale, stack, colSum } from '../ops';
+import { add, cast, colSum, matmul, mul, rowSum, scale, stack } from '../ops';
 import { embedding, embeddingBackward, fusionAttention, fusionAttentionBackward, layerNorm, layerNormBackward, transpose12 } from '../nn';
-import { adapterBackward, adapterForward } from '../methods/bottleneck/functional';
+import { adapterBackward, adapterForward, adapterForwardBatched } from '../methods/bottleneck/functional';
 import { tensor, Tensor, zeros } from '../tensor';
 import type { CompositionBlock } from './composition';
 import type { FusionConfig } from './fusion';
+import { gateGradient, route } from './mixture';
+import type { MixtureConfig } from './mixture';
 import type { SiteRun } from './registry';
 import type { Scope } from '../core/scope';
 import { Tape } from './tape';
@@ -27,11 +29,25 @@ export interface FusionRun {
   accumulate?: (param: string, g: Tensor) => void;
 }
 
+/** One mixture's gate and pool at one site, ready to run (lib/adapted/mixture.ts). */
+export interface MixtureRun {
+  config: MixtureConfig;
+  gate: Tensor; // [A, H]
+  /** The pool's modules here, in the mixture's order. */
+  pool: SiteRun[];
+  /** Receives the gate's gradient; absent when it does not train. */
+  accumulate?: (g: Tensor) => void;
+  /** Receives this site's load-balancing loss (times balanceWeight). */
+  report(balanceLoss: number): void;
+}
+
 export interface ComposeContext {
   /** The adapter's module at this site, or null when it has none here. */
   adapter(name: string): SiteRun | null;
   /** The fusion layer named so at this site (throws when there is none). */
   fusion(name: string): FusionRun;
+  /** The mixture named so at this site (throws when there is none). */
+  mixture?(name: string): MixtureRun;
   /** Dropout seeds of the site: each adapter use takes the next one. */
   seed: number;
 }
@@ -135,6 +151,8 @@ class SiteComposer {
       }
       case 'Fuse':
         return this.fuse(block, st, lvl);
+      case 'Mixture':
+        return this.mixture(block, st);
     }
   }
 
@@ -233,6 +251,80 @@ class SiteComposer {
     let hidden = this.reshape(ctxOut, [B, T, H]);
     if (!c.residual_before) hidden = this.add(hidden, st.residual);
     return { ...st, hidden, up: undefined, last };
+  }
+
+  /**
+   * A routed mixture: the gate picks each token's top-k adapters of the pool (mixture.ts decides on the
+   * host); every slot runs all adapters in one batched launch, rows grouped by adapter; out = residual +
+   * Σ_k g_k · delta_k. Backward: the adapters per adapter on their rows, the gate through the top-k softmax
+   * and the balance loss.
+   */
+  private mixture(block: CompositionBlock, st: State): State {
+    const mx = this.ctx.mixture!(block.name);
+    const names = block.children as string[];
+    st = this.preBlock(names[0], st);
+    const [B, T, H] = st.hidden.shape;
+    const N = B * T;
+    const A = mx.pool.length;
+    const x = this.reshape(st.hidden, [N, H]);
+    const z = this.s.t(matmul(x, mx.gate, { transB: true })); // [N, A]
+    const rt = route(z.toArray(), N, A, mx.config);
+    mx.report(mx.config.balanceWeight * rt.balance);
+    const a0 = mx.pool[0];
+    const stacked = (k: keyof SiteRun['weights']) => this.s.t(stack(mx.pool.map((p) => p.weights[k] as Tensor)));
+    const weights = { downWeight: stacked('downWeight'), downBias: stacked('downBias'), upWeight: stacked('upWeight'), upBias: stacked('upBias') };
+    const scales = mx.pool.map((p) => p.scaling);
+    const zero = this.zeros(x);
+    const expand = (w: Float32Array) => this.s.t(tensor(Float32Array.from({ length: N * H }, (_, i) => w[Math.floor(i / H)]), [N, H], { dtype: x.dtype, device: x.device }));
+    const deltas: Tensor[] = [];
+    const G: Tensor[] = [];
+    let sum: Tensor | null = null;
+    for (let k = 0; k < rt.K; k++) {
+      const d = this.s.t(adapterForwardBatched(x, weights, rt.slots[k], { activation: a0.activation, scaling: scales, residual: zero }).out);
+      const g = expand(Float32Array.from(rt.weights[k], (w, n) => (rt.slots[k][n] >= 0 ? w : 0)));
+      deltas.push(d);
+      G.push(g);
+      const part = this.s.t(mul(d, g));
+      sum = sum ? this.s.t(add(sum, part)) : part;
+    }
+    const mixed = sum!;
+    this.tape.record(() => {
+      const gOut = this.tape.grad(mixed);
+      if (!gOut) return;
+      const r: Float32Array[] = [];
+      const dDelta: Tensor[] = [];
+      for (let k = 0; k < rt.K; k++) {
+        r.push(this.s.t(rowSum(this.s.t(mul(gOut, deltas[k])))).toArray());
+        dDelta.push(this.s.t(mul(gOut, G[k])));
+      }
+      // the adapters, each on its own rows (both slots), recomputed for their backward
+      const allD = this.s.t(this.s.t(stack(dDelta)).reshape([rt.K * N, H]));
+      mx.pool.forEach((a, e) => {
+        const rows: number[] = [];
+        const from: number[] = [];
+        for (let k = 0; k < rt.K; k++) for (let n = 0; n < N; n++) if (rt.slots[k][n] === e) { rows.push(n); from.push(k * N + n); }
+        if (!rows.length) return;
+        const xe = this.rows(x, rows);
+        const fe = adapterForward(xe, a.weights, { activation: a.activation, scaling: a.scaling, residual: this.zeros(xe) });
+        this.s.t(fe.out);
+        this.s.t(fe.saved.hPre);
+        const ga = adapterBackward(this.rows(allD, from), fe.saved);
+        for (const t of [ga.dx, ga.dDownWeight, ga.dDownBias, ga.dUpWeight, ga.dUpBias, ga.dScaling]) if (t) this.s.t(t);
+        a.accumulate?.(ga);
+        const ids = this.s.t(tensor(Int32Array.from(rows), [rows.length], { dtype: 'int32', device: x.device }));
+        let back = this.s.t(embeddingBackward(ga.dx, ids, N));
+        if (back.dtype !== x.dtype) back = this.s.t(cast(back, x.dtype));
+        this.tape.send(x, back);
+      });
+      // the gate: through the top-k softmax and the balance loss
+      const dz = this.s.t(tensor(gateGradient(rt, r, mx.config.balanceWeight), [N, A], { dtype: x.dtype, device: x.device }));
+      if (mx.accumulate) mx.accumulate(this.s.t(matmul(dz, x, { transA: true })));
+      this.tape.send(x, this.s.t(matmul(dz, mx.gate)));
+    });
+    // the residual as compose_single adds it (none for parallel adapters: their post_forward adds h)
+    const out = this.reshape(mixed, [B, T, H]);
+    const hidden = a0.config.is_parallel ? out : this.add(out, st.residual);
+    return { ...st, hidden, up: undefined, last: names[names.length - 1] };
   }
 
   // ---- steps with their backward ----

@@ -2,7 +2,7 @@
 // BatchSplit, Average and Fuse, their allowed nestings and depth, and the string form that
 // `setActiveAdapters('Stack(lang, Fuse(a, b))')` and the CLI's --adapter take.
 
-export type CompositionKind = 'Stack' | 'Parallel' | 'BatchSplit' | 'Average' | 'Fuse';
+export type CompositionKind = 'Stack' | 'Parallel' | 'BatchSplit' | 'Average' | 'Fuse' | 'Mixture';
 export type Composition = string | CompositionBlock;
 
 export class CompositionBlock {
@@ -13,7 +13,7 @@ export class CompositionBlock {
     readonly batchSizes?: number[],
     /** Average: one weight per child (normalised to sum 1 unless asked not to, as AdapterHub does). */
     readonly weights?: number[],
-    /** Fuse: the fusion's name (default: the children's last adapters joined by ','). */
+    /** Fuse: the fusion's name (default: the children's last adapters joined by ','); Mixture: the mixture's. */
     readonly fusionName?: string,
   ) {}
 
@@ -36,8 +36,9 @@ export class CompositionBlock {
     return out;
   }
 
-  /** Fuse: the name its fusion layers are stored under. */
+  /** Fuse: the name its fusion layers are stored under; Mixture: the mixture's name. */
   get name(): string {
+    if (this.kind === 'Mixture') return this.fusionName!;
     if (this.kind !== 'Fuse') return this.toString();
     return this.fusionName ?? this.children.map((c) => (typeof c === 'string' ? c : c.last())).join(',');
   }
@@ -46,6 +47,7 @@ export class CompositionBlock {
     const inner = this.children.map(String);
     if (this.batchSizes) inner.push(`batch_sizes=[${this.batchSizes.join(', ')}]`);
     if (this.weights) inner.push(`weights=[${this.weights.join(', ')}]`);
+    if (this.kind === 'Mixture') return `Mixture(${this.fusionName})`;
     if (this.fusionName) inner.push(`name=${this.fusionName}`);
     return `${this.kind}(${inner.join(', ')})`;
   }
@@ -102,8 +104,18 @@ export function Average(...args: (Composition | { weights?: number[]; normalizeW
   return new CompositionBlock('Average', children, undefined, weights);
 }
 
+/**
+ * A routed mixture of adapters (this package's, not AdapterHub's): the pool and gates that addMixture
+ * made under `name`; each token goes to its top-k adapters (lib/adapted/mixture.ts). Used alone, not nested.
+ */
+export function Mixture(name: string, adapters: string[]): CompositionBlock {
+  needChildren('Mixture', adapters);
+  return new CompositionBlock('Mixture', adapters, undefined, undefined, name);
+}
+
 /** Which blocks may sit inside which (AdapterHub's ALLOWED_NESTINGS; strings everywhere). */
 const ALLOWED: Record<CompositionKind, CompositionKind[]> = {
+  Mixture: [],
   Stack: ['Fuse', 'Parallel', 'BatchSplit', 'Average'],
   Fuse: ['Stack'],
   Parallel: ['Stack', 'BatchSplit', 'Average'],
@@ -159,7 +171,7 @@ export function parseComposition(text: string): Composition {
     ws();
     if (src[i] !== '(') return name;
     const kind = name as CompositionKind;
-    if (!(kind in ALLOWED)) fail(`unknown block '${name}' (Stack, Parallel, BatchSplit, Average, Fuse)`);
+    if (!(kind in ALLOWED) || kind === 'Mixture') fail(`unknown block '${name}' (Stack, Parallel, BatchSplit, Average, Fuse)`);
     i++;
     const children: Composition[] = [];
     const kw: Record<string, number[] | string> = {};
@@ -180,7 +192,7 @@ export function parseComposition(text: string): Composition {
       else if (src[i] !== ')') fail("expected ',' or ')'");
     }
     i++;
-    const known: Record<CompositionKind, string[]> = { Stack: [], Parallel: [], Fuse: ['name'], BatchSplit: ['batch_sizes'], Average: ['weights'] };
+    const known: Record<CompositionKind, string[]> = { Stack: [], Parallel: [], Fuse: ['name'], BatchSplit: ['batch_sizes'], Average: ['weights'], Mixture: [] };
     for (const k of Object.keys(kw)) if (!known[kind].includes(k)) fail(`${kind} takes no '${k}'`);
     switch (kind) {
       case 'Stack': return Stack(...children);
@@ -190,6 +202,7 @@ export function parseComposition(text: string): Composition {
         if (!kw.batch_sizes) fail('BatchSplit needs batch_sizes=[...]');
         return BatchSplit(...children, { batchSizes: kw.batch_sizes as number[] });
       case 'Average': return kw.weights ? Average(...children, { weights: kw.weights as number[] }) : Average(...children);
+      case 'Mixture': return fail('a mixture is activated by its name (setActiveAdapters(model.mixture(name)))');
     }
   };
   const first = item();

@@ -14,6 +14,8 @@ import { CompositionBlock, Fuse, parseComposition, validateComposition } from '.
 import type { Composition } from './composition';
 import type { ComposeContext, FusionRun } from './compose';
 import { FusionConfigInput, FusionEntry, FusionLayer, fusionTensors, resolveFusionConfig, valueRegularization } from './fusion';
+import { MixtureConfig, MixtureEntry, newGate, resolveMixtureConfig } from './mixture';
+import { Mixture } from './composition';
 
 export type SiteName = 'mh' | 'output';
 
@@ -75,6 +77,10 @@ export class AdapterRegistry {
   private readonly trainedSet = new Set<string>();
   private readonly fusions = new Map<string, FusionEntry>();
   private readonly trainedFusions = new Set<string>();
+  private readonly mixtures = new Map<string, MixtureEntry>();
+  private readonly trainedMixtures = new Set<string>();
+  /** Σ over sites of the load-balancing losses of the last forward (times balanceWeight). */
+  private balanceLoss = 0;
   private readonly gradients = new Map<string, Tensor>();
 
   constructor(private readonly host: AdapterHostShape) {}
@@ -165,6 +171,7 @@ export class AdapterRegistry {
     validateComposition(parsed);
     for (const n of parsed.flatten()) this.entry(n, op);
     for (const f of fusesOf(parsed)) this.fusionEntry(f.name, op);
+    if (parsed.kind === 'Mixture') this.mixtureEntry(parsed.name, op);
     this.activeName = null;
     this.activeBlock = parsed.kind === 'Stack' && parsed.children.length === 1 && typeof parsed.children[0] === 'string' ? null : parsed;
     if (!this.activeBlock) this.activeName = parsed.children[0] as string;
@@ -176,6 +183,7 @@ export class AdapterRegistry {
     this.trainedName = name;
     this.trainedSet.clear();
     this.trainedFusions.clear();
+    this.trainedMixtures.clear();
     this.activeName = name;
     this.activeBlock = null;
     this.zeroGrad();
@@ -188,6 +196,7 @@ export class AdapterRegistry {
     this.trainedName = names.length === 1 ? names[0] : null;
     this.trainedSet.clear();
     this.trainedFusions.clear();
+    this.trainedMixtures.clear();
     for (const n of names) this.trainedSet.add(n);
     this.zeroGrad();
   }
@@ -206,6 +215,7 @@ export class AdapterRegistry {
     this.trainedName = null;
     this.trainedSet.clear();
     this.trainedFusions.clear();
+    this.trainedMixtures.clear();
     if (unfreezeAdapters) for (const n of (s as CompositionBlock).flatten()) this.trainedSet.add(n);
     for (const f of fuses) this.trainedFusions.add(f.name);
     this.zeroGrad();
@@ -217,6 +227,7 @@ export class AdapterRegistry {
     const names = new Set([...this.trainedSet, ...(this.trainedName ? [this.trainedName] : [])]);
     for (const n of names) for (const [k, t] of this.parameters(n)) m.set(k, t);
     for (const f of this.trainedFusions) for (const [k, t] of this.fusionParameters(f)) m.set(k, t);
+    for (const x of this.trainedMixtures) for (const [k, t] of this.mixtureParameters(x)) m.set(k, t);
     return m;
   }
 
@@ -279,6 +290,77 @@ export class AdapterRegistry {
     if (this.trainedFusions.delete(name)) this.zeroGrad();
   }
 
+  // ---- routed mixtures (mixture.ts) ----
+
+  /**
+   * A routed mixture over a pool of adapters that share one configuration and bottleneck: a gate at each
+   * site where they all have a module. Returns the block that activates it.
+   */
+  addMixture(name: string, adapters: string[], config: Partial<MixtureConfig> = {}, opts: { seed?: number } = {}): CompositionBlock {
+    if (typeof name !== 'string' || !/^[A-Za-z0-9_-]+$/.test(name)) throw new Error(`addMixture: name must be letters, digits, '_' or '-'; got '${String(name)}'`);
+    if (this.mixtures.has(name)) throw new Error(`addMixture: a mixture named '${name}' already exists`);
+    if (!Array.isArray(adapters) || adapters.length < 2) throw new Error('addMixture: the pool needs at least two adapters');
+    const entries = adapters.map((n) => this.entry(n, 'addMixture'));
+    const shape = (e: AdapterEntry) => JSON.stringify([e.config.is_parallel, e.config.original_ln_before, e.config.residual_before_ln,
+      activationOf(e.config.non_linearity), [...e.sites.entries()].map(([k, v]) => [k, v.layer.bottleneckSize]).sort()]);
+    if (new Set(entries.map(shape)).size > 1)
+      throw new Error(`addMixture: the pool's adapters must share one configuration (placement, sites, bottleneck sizes, non-linearity); ${adapters.join(', ')} differ`);
+    for (const e of entries) if (typeof e.config.scaling !== 'number') throw new Error(`addMixture: '${e.name}' has a learned scaling, which the batched op does not take`);
+    const cfg = resolveMixtureConfig(config);
+    const sites = new Map<string, { name: string; gate: Tensor }>();
+    let seed = opts.seed ?? this.host.seedOf(200 + this.mixtures.size);
+    for (const key of entries[0].sites.keys()) {
+      const [layer, where] = key.split('.') as [string, SiteName];
+      const p = this.host.adapterPrefix(Number(layer), where, '');
+      sites.set(key, { name: `${p.slice(0, p.length - 'adapters.'.length)}adapter_mixture.${name}.gate.weight`,
+        gate: newGate(adapters.length, this.host.hiddenSize, { device: this.host.device, dtype: this.host.dtype, seed: seed++ }) });
+    }
+    this.mixtures.set(name, { name, adapters: [...adapters], config: cfg, sites });
+    return Mixture(name, adapters);
+  }
+
+  mixtureEntry(name: string, op: string): MixtureEntry {
+    const e = this.mixtures.get(name);
+    if (!e) throw new Error(`${op}: no mixture named '${name}' (have: ${[...this.mixtures.keys()].join(', ') || 'none'})`);
+    return e;
+  }
+
+  mixtureNames(): string[] {
+    return [...this.mixtures.keys()];
+  }
+
+  /** The gates' tensors by name (….adapter_mixture.<name>.gate.weight per site). */
+  mixtureParameters(name: string): Map<string, Tensor> {
+    return new Map([...this.mixtureEntry(name, 'mixtureParameters').sites.values()].map((s) => [s.name, s.gate]));
+  }
+
+  deleteMixture(name: string): void {
+    const e = this.mixtureEntry(name, 'deleteMixture');
+    for (const s of e.sites.values()) s.gate.dispose();
+    this.mixtures.delete(name);
+    if (this.activeBlock?.kind === 'Mixture' && this.activeBlock.name === name) this.activeBlock = null;
+    if (this.trainedMixtures.delete(name)) this.zeroGrad();
+  }
+
+  /** The mixture becomes active and its gates train (and its adapters, with trainAdapters). */
+  trainMixture(name: string, trainAdapters = false): void {
+    const e = this.mixtureEntry(name, 'trainMixture');
+    this.activeName = null;
+    this.activeBlock = Mixture(name, e.adapters);
+    this.trainedName = null;
+    this.trainedSet.clear();
+    this.trainedFusions.clear();
+    this.trainedMixtures.clear();
+    this.trainedMixtures.add(name);
+    if (trainAdapters) for (const n of e.adapters) this.trainedSet.add(n);
+    this.zeroGrad();
+  }
+
+  /** The load-balancing loss of the last forward, summed over sites (times balanceWeight; 0 without a mixture). */
+  get lastBalanceLoss(): number {
+    return this.balanceLoss;
+  }
+
   /** `<layer prefix>.adapter_fusion_layer.<name>`, beside the site's `adapters.<adapter>`. */
   fusionPrefix(layer: number, where: SiteName, name: string): string {
     const p = this.host.adapterPrefix(layer, where, '');
@@ -290,6 +372,7 @@ export class AdapterRegistry {
    * temperature (BertFusion lowers T on every forward), once per forward.
    */
   beginForward(): void {
+    this.balanceLoss = 0;
     if (!this.activeBlock) return;
     for (const f of fusesOf(this.activeBlock)) for (const s of this.fusions.get(f.name)!.sites.values()) s.layer.advance();
   }
@@ -320,6 +403,8 @@ export class AdapterRegistry {
     const e = this.entry(name, 'deleteAdapter');
     for (const f of this.fusions.values())
       if (f.adapters.includes(name)) throw new Error(`deleteAdapter: fusion '${f.name}' uses '${name}' (deleteFusion first)`);
+    for (const x of this.mixtures.values())
+      if (x.adapters.includes(name)) throw new Error(`deleteAdapter: mixture '${x.name}' uses '${name}' (deleteMixture first)`);
     if (this.activeBlock?.flatten().has(name)) this.activeBlock = null;
     this.trainedSet.delete(name);
     for (const s of e.sites.values()) s.layer.dispose();
@@ -348,6 +433,16 @@ export class AdapterRegistry {
       setup: block,
       ctx: {
         seed,
+        mixture: (name) => {
+          const e = this.mixtureEntry(name, 'forward');
+          const s = e.sites.get(key)!;
+          return {
+            config: e.config, gate: s.gate,
+            pool: e.adapters.map((n) => this.runOf(n, layer, where, false, 0)!),
+            accumulate: this.trainedMixtures.has(name) ? (g) => this.accumulate(s.name, g) : undefined,
+            report: (loss) => { this.balanceLoss += loss; },
+          };
+        },
         adapter: (name) => this.runOf(name, layer, where, training, seed + 7919 * ++use),
         fusion: (name): FusionRun => {
           const e = this.fusionEntry(name, 'forward');
@@ -428,6 +523,7 @@ export class AdapterRegistry {
     if (this.activeBlock) {
       for (const n of this.activeBlock.flatten()) if (this.trains(n)) lowest(this.entries.get(n)!.sites.keys());
       for (const f of fusesOf(this.activeBlock)) if (this.trainedFusions.has(f.name)) lowest(this.fusions.get(f.name)!.sites.keys());
+      if (this.activeBlock.kind === 'Mixture' && this.trainedMixtures.has(this.activeBlock.name)) lowest(this.mixtures.get(this.activeBlock.name)!.sites.keys());
       return low;
     }
     if (!this.activeName || !this.trains(this.activeName)) return low;
@@ -455,6 +551,7 @@ export class AdapterRegistry {
   }
 
   dispose(): void {
+    for (const n of this.mixtureNames()) this.deleteMixture(n);
     for (const n of this.fusionNames()) this.deleteFusion(n);
     for (const n of this.names()) this.delete(n);
     this.zeroGrad();

@@ -14,7 +14,10 @@ import {
 } from '../../adapterhub/files';
 import { ModelInputs, prepareInputs, replicateRows } from './inputs';
 import { Fuse, parallelChannels } from '../../adapted/composition';
-import type { Composition } from '../../adapted/composition';
+import type { Composition, CompositionBlock } from '../../adapted/composition';
+import type { MixtureConfig } from '../../adapted/mixture';
+import { loadMixture as loadMixtureFiles, saveMixture as saveMixtureFiles } from '../../adapted/mixtureFiles';
+
 import type { FusionConfig, FusionConfigInput } from '../../adapted/fusion';
 import { loadFusion as loadFusionFiles, saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
 import { runDeferred } from '../../core/deferred';
@@ -246,6 +249,58 @@ export class Backbone {
    */
   fusionRegularization(): number {
     return this.adapters.fusionRegularization();
+  }
+
+  // ---- routed mixtures of adapters (lib/adapted/mixture.ts) ----
+
+  /**
+   * A routed mixture over a pool of adapters (one configuration and bottleneck): a learned gate per site sends
+   * each token to its top-k adapters (topK 1 or 2), at most capacityFactor·N·k/A tokens per adapter, with a
+   * load-balancing loss (balanceWeight). Returns the block to activate: setActiveAdapters(block).
+   */
+  addMixture(name: string, adapters: string[], config: Partial<MixtureConfig> = {}, opts: { seed?: number } = {}): CompositionBlock {
+    return this.adapters.addMixture(name, adapters, config, opts);
+  }
+
+  mixtureNames(): string[] {
+    return this.adapters.mixtureNames();
+  }
+
+  mixtureAdapters(name: string): string[] {
+    return [...this.adapters.mixtureEntry(name, 'mixtureAdapters').adapters];
+  }
+
+  mixtureConfig(name: string): MixtureConfig {
+    return { ...this.adapters.mixtureEntry(name, 'mixtureConfig').config };
+  }
+
+  /** The gates by name (….adapter_mixture.<name>.gate.weight, one [A, H] per site). */
+  mixtureParameters(name: string): Map<string, Tensor> {
+    return this.adapters.mixtureParameters(name);
+  }
+
+  deleteMixture(name: string): void {
+    this.adapters.deleteMixture(name);
+  }
+
+  /** The mixture becomes active and its gates train (its adapters too with trainAdapters). */
+  trainMixture(name: string, opts: { trainAdapters?: boolean } = {}): void {
+    this.adapters.trainMixture(name, !!opts.trainAdapters);
+  }
+
+  /** The load-balancing loss of the last forward, summed over the mixture's sites (already in its gradients). */
+  get balanceLoss(): number {
+    return this.adapters.lastBalanceLoss;
+  }
+
+  /** Saves a mixture: its config, gates and adapters (lib/adapted/mixtureFiles.ts). */
+  saveMixture(dir: string, name: string): void {
+    saveMixtureFiles(this, dir, name);
+  }
+
+  /** Loads a mixture saveMixture wrote (its adapters too, unless loaded); returns the block to activate. */
+  loadMixture(dir: string): CompositionBlock {
+    return loadMixtureFiles(this, dir);
   }
 
   /** The Parallel block's channel count of the active composition (1: none). */

@@ -110,3 +110,37 @@ export function demoParaphrases(task: string): Example[] {
   if (!p) throw new Error(`demo: no paraphrases for task '${task}'`);
   return Object.entries(p).flatMap(([label, texts]) => texts.map((text) => ({ text, label })));
 }
+
+/**
+ * A fourth task that mixes the three: each intent needs two of them at once (a refund for a broken
+ * order, a cancellation after a double charge, a crash while paying). Few examples per intent, so
+ * what the three trained adapters already know matters: the demo trains an AdapterFusion over them
+ * and, at the same step budget, one fresh adapter, and compares the two.
+ */
+const MIXED: Templates = {
+  refund_broken_item: ['my {item} arrived broken and i want my money back', 'the {item} came damaged {time} please refund it', 'refund me for the broken {item} you delivered', 'the package with my {item} was crushed, i want a refund', 'the {item} i ordered does not work, give me my money back'],
+  cancel_after_double_charge: ['you charged me twice so cancel my {item} order', 'i was billed two times {time}, stop the order', 'cancel the {item} because the payment went through twice', 'two charges on my card, please cancel everything', 'double payment for the {item}, i want the order cancelled'],
+  crash_while_paying: ['the app crashed while i was paying for my {item}', 'checkout keeps crashing and my order did not go through', 'the app closes when i open the cart to pay', 'payment screen froze {time} and the app quit', 'i cannot finish buying the {item} because the app crashes'],
+};
+const MIXED_PARAPHRASES: Record<string, string[]> = {
+  refund_broken_item: ['what you sent me is smashed, i expect reimbursement', 'the parcel was damaged in transit, return my payment', 'it showed up cracked so credit the amount back',
+    'the screen of the thing i bought is shattered, pay me back', 'the courier dropped my box and it is ruined, i want compensation', 'it was defective on arrival so reimburse me'],
+  cancel_after_double_charge: ['the money was taken two times, call off my purchase', 'duplicate debit on my statement so undo the purchase', 'i got billed again for it, withdraw the order',
+    'my bank took the amount twice, scrap the whole thing', 'i see two identical payments, please abort my purchase', 'charged a second time so i do not want it anymore'],
+  crash_while_paying: ['the software dies on the payment step', 'the program shuts down as soon as i try to check out', 'buying fails because the application stops working',
+    'it quits on its own when i enter my card', 'the mobile app closes by itself at the purchase button', 'i try to pay and the application disappears'],
+};
+
+export function demoMixedTask(perIntent = 3, seed = 11): DemoTask & { paraphrases: Example[] } {
+  const rnd = mulberry32(seed * 1000);
+  const make = (n: number) => {
+    const out: Example[] = [];
+    for (const [label, templates] of Object.entries(MIXED))
+      for (let i = 0; i < n; i++) out.push({ text: fill(templates[Math.floor(rnd() * templates.length)], rnd), label });
+    return out;
+  };
+  return {
+    name: 'mixed', description: 'requests that need two tasks at once', train: make(perIntent), eval: make(10),
+    paraphrases: Object.entries(MIXED_PARAPHRASES).flatMap(([label, texts]) => texts.map((text) => ({ text, label }))),
+  };
+}

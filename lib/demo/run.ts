@@ -12,7 +12,8 @@ import { Tokenizer } from '../train/tokenizer';
 import { evaluate, train } from '../train/trainer';
 import type { Backbone } from '../models/bert/model';
 import { hubCacheDir, resolveModelDir } from '../io/hub';
-import { DEMO_QUERIES, DemoTask, demoParaphrases, demoTasks } from './data';
+import { DEMO_QUERIES, DemoTask, demoMixedTask, demoParaphrases, demoTasks } from './data';
+import { Fuse } from '../adapted/composition';
 import { writeDemoBackbone } from './backbone';
 
 export interface DemoOptions {
@@ -36,10 +37,22 @@ export interface DemoTaskReport {
   name: string; before: number; after: number; paraphrases: number; steps: number; msPerStep: number; adapterBytes: number; headBytes: number;
 }
 
+export interface DemoFusionReport {
+  steps: number;
+  fusionAccuracy: number;
+  singleAccuracy: number;
+  fusionParaphrases: number;
+  singleParaphrases: number;
+  fusionMsPerStep: number;
+  singleMsPerStep: number;
+}
+
 export interface DemoReport {
   device: string;
   backbone: { kind: 'pretrained' | 'random'; name: string; source: string };
   tasks: DemoTaskReport[];
+  /** The mixed fourth task: a fusion over the three task adapters against one adapter alone, same steps. */
+  fusion?: DemoFusionReport;
   /** The same tasks trained on the random-weight backbone, when compared. */
   randomBaseline?: { name: string; after: number; paraphrases: number }[];
   trainableParams: number;
@@ -197,6 +210,8 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   });
   r.dispose();
 
+  report.fusion = await fusionVersusSingle(model, tokenizer, tasks.map((t) => t.name), o, log);
+
   const perAdapter = report.tasks[0]?.adapterBytes ?? 0;
   report.trainableParams = totalTrainable(model, tasks[0].name);
   log(`\ntrainable per task (adapter + head): ${report.trainableParams.toLocaleString('en-US')} parameters` +
@@ -219,6 +234,34 @@ export async function runDemo(o: DemoOptions = {}): Promise<DemoReport> {
   log(`done in ${report.seconds.toFixed(1)} s`);
   model.dispose();
   return report;
+}
+
+/**
+ * The fourth, mixed task (demoMixedTask) two ways at the same step budget: an AdapterFusion over the three
+ * trained task adapters (frozen; the fusion and a head train), and one fresh adapter + head alone.
+ */
+async function fusionVersusSingle(model: Backbone, tokenizer: Tokenizer, taskNames: string[], o: DemoOptions, log: (l: string) => void): Promise<DemoFusionReport> {
+  const mixed = demoMixedTask(3); // three examples per intent: what the three task adapters know has to carry it
+  const labels = LabelMap.fromExamples(mixed.train);
+  const budget = { tokenizer, trainData: mixed.train, evalData: mixed.eval, labels, epochs: o.epochs ?? 6, batchSize: 16, lr: 3e-3, warmup: 0.1, progress: false, maxLength: 32 };
+  log(`
+a fourth task that mixes the three (${mixed.description}), ${mixed.train.length} training examples:`);
+  const fuse = Fuse(...taskNames);
+  model.addFusion(taskNames, 'dynamic', { seed: 401 });
+  model.addClassificationHead('mixed_fusion', { numLabels: labels.size }, { seed: 402 });
+  const f = await train({ ...budget, model, fusion: fuse, head: 'mixed_fusion', seed: 21 });
+  const fPara = await evaluate(model, tokenizer, mixed.paraphrases, labels);
+  model.addAdapter('mixed_single', { config: 'seq_bn', reductionFactor: 16 }, { seed: 403 });
+  model.addClassificationHead('mixed_single', { numLabels: labels.size }, { seed: 404 });
+  const one = await train({ ...budget, model, adapter: 'mixed_single', head: 'mixed_single', seed: 21 });
+  const oPara = await evaluate(model, tokenizer, mixed.paraphrases, labels);
+  const r: DemoFusionReport = {
+    steps: f.steps, fusionAccuracy: f.final?.accuracy ?? 0, singleAccuracy: one.final?.accuracy ?? 0,
+    fusionParaphrases: fPara.accuracy, singleParaphrases: oPara.accuracy, fusionMsPerStep: f.secondsPerStep * 1000, singleMsPerStep: one.secondsPerStep * 1000,
+  };
+  log(`  AdapterFusion over ${taskNames.join(', ')}: accuracy ${pct(r.fusionAccuracy)}, paraphrases ${pct(r.fusionParaphrases)}  [${f.steps} steps, ${r.fusionMsPerStep.toFixed(1)} ms/step]`);
+  log(`  one adapter trained on it alone:      accuracy ${pct(r.singleAccuracy)}, paraphrases ${pct(r.singleParaphrases)}  [${one.steps} steps, ${r.singleMsPerStep.toFixed(1)} ms/step]`);
+  return r;
 }
 
 /** Bytes of the backbone's weight files (one file or shards). */

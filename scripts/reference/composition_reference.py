@@ -141,7 +141,7 @@ def make(args):
 
 
 LLAMA_CASES = ["stack3", "batch_split_llama", "average", "fuse", "fuse_static", "stack_fuse"]
-CASES["batch_split_llama"] = (lambda: BatchSplit("b", "c", batch_sizes=[1, 1]), "adapters")
+LLAMA_ONLY = {"batch_split_llama": (lambda: BatchSplit("b", "c", batch_sizes=[1, 1]), "adapters")}  # a batch of 2
 
 
 def make_llama(args):
@@ -176,7 +176,7 @@ def make_llama(args):
         model.save_adapter_fusion(os.path.join(saved, "fusion_" + names.replace(",", "_")), names, use_safetensors=True)
     manifest = {}
     for case in LLAMA_CASES:
-        setup_of, trains = CASES[case]
+        setup_of, trains = {**CASES, **LLAMA_ONLY}[case]
         setup = setup_of()
         if trains == "fusion":
             model.train_adapter_fusion(setup)

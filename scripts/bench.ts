@@ -34,6 +34,7 @@ const SUITES: Record<string, () => Promise<Suite>> = {
   decoder: async () => (await import('./bench_decoder.js')).decoderSuite,
   generate: async () => (await import('./bench_generate.js')).generateSuite,
   serve: async () => (await import('./bench_serve.js')).serveSuite,
+  compose: async () => (await import('./bench_compose.js')).composeSuite,
 };
 
 const USAGE = `usage: node dist/scripts/bench.js [suite] [options]

@@ -98,6 +98,25 @@ function loadAdapters(model: Backbone, specs: string[]): Map<string, (string | n
   return out;
 }
 
+/** train's --train / --eval files (with its column options) and the labels they hold; unknown eval labels fail now. */
+async function readTrainingData(o: Record<string, any>) { // eslint-disable-line @typescript-eslint/no-explicit-any
+  const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
+  const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
+  const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
+  const labels = LabelMap.fromExamples(trainData);
+  if (evalData) for (const e of evalData) labels.id(e.label);
+  return { trainData, evalData, labels };
+}
+
+/** Loads saved adapters given as 'dir' or 'name=dir' (heads come along when saved with them). */
+function loadAdapterSpecs(model: Backbone, specs: string[]): void {
+  for (const spec of specs) {
+    const { name: as, dir } = adapterArg(spec);
+    const r = model.loadAdapter(mustExist(dir, 'adapter directory'), as ? { loadAs: as } : {});
+    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
+  }
+}
+
 /**
  * `train --fuse 'Fuse(a, b)' --load-adapter a=dir ...`: AdapterHub's train_adapter_fusion on the CLI. The
  * adapters are loaded (frozen), the fusion added with --fusion-config, then it and a new head train;
@@ -117,17 +136,9 @@ async function trainFusionCommand(o: Record<string, any>): Promise<void> { // es
     { path: o.log ?? '', name: '--log', kind: 'file' },
     { path: o.checkpointDir ?? '', name: '--checkpoint-dir', kind: 'dir', owns: ownsCheckpointEntry },
   ]);
-  const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
-  const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
-  const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
-  const labels = LabelMap.fromExamples(trainData);
-  if (evalData) for (const e of evalData) labels.id(e.label);
+  const { trainData, evalData, labels } = await readTrainingData(o);
   const { model, tokenizer } = await openModel(o.model, o.device);
-  for (const spec of o.loadAdapter) {
-    const { name: as, dir } = adapterArg(spec);
-    const r = model.loadAdapter(mustExist(dir, 'adapter directory'), as ? { loadAs: as } : {});
-    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
-  }
+  loadAdapterSpecs(model, o.loadAdapter);
   const fusion = model.addFusion(fuses[0], o.fusionConfig);
   if (model.head(name)) model.deleteHead(name); // a loaded adapter's head of the same name: the fusion gets a new one
   console.log(`training fusion '${fusion}' (${o.fusionConfig}) with head '${name}' on ${model.device}: ${plural(trainData.length, 'example')}, ${plural(labels.size, 'label')}`);
@@ -143,11 +154,7 @@ async function trainFusionCommand(o: Record<string, any>): Promise<void> { // es
 
 /** `predict --fusion dir`: every text through the fusion's composition and the head saved with it. */
 async function predictFused(model: Backbone, tokenizer: Tokenizer, o: Record<string, any>, texts: string[]): Promise<void> { // eslint-disable-line @typescript-eslint/no-explicit-any
-  for (const spec of o.adapter) {
-    const { name: as, dir } = adapterArg(spec);
-    const r = model.loadAdapter(mustExist(dir, 'adapter directory'), as ? { loadAs: as } : {});
-    for (const w of r.warnings) if (!warningPrinted(w)) console.error(`warning: ${w}`);
-  }
+  loadAdapterSpecs(model, o.adapter);
   const dir = mustExist(o.fusion, 'fusion directory');
   const fusion = model.loadFusion(dir);
   if (!fs.existsSync(path.join(dir, 'head_config.json'))) throw new Error(`${dir} has no head (train it with 'train --fuse', which saves one beside the fusion)`);
@@ -238,11 +245,7 @@ export function makeProgram(): Command {
         { path: o.log ?? '', name: '--log', kind: 'file' },
         { path: o.checkpointDir ?? '', name: '--checkpoint-dir', kind: 'dir', owns: ownsCheckpointEntry },
       ]);
-      const cols = { textColumn: o.textColumn, pairColumn: o.pairColumn, labelColumn: o.labelColumn, optionNames: CLI_COLUMNS };
-      const trainData = await readExamples(mustExist(o.train, 'training file'), cols);
-      const evalData = o.eval ? await readExamples(mustExist(o.eval, 'evaluation file'), cols) : undefined;
-      const labels = LabelMap.fromExamples(trainData);
-      if (evalData) for (const e of evalData) labels.id(e.label); // unknown labels in eval → a clear error now
+      const { trainData, evalData, labels } = await readTrainingData(o);
       const { model, tokenizer } = await openModel(o.model, o.device);
       model.addAdapter(name, o.reductionFactor ? { config, reductionFactor: o.reductionFactor } : config);
       console.log(`training adapter '${name}' (${config}) on ${model.device}: ${plural(trainData.length, 'example')}, ${plural(labels.size, 'label')}`);

@@ -98,6 +98,28 @@ def build(model_dir, seed):
     return model
 
 
+def run_case(model, case, setup, trains, forward, out_dir):
+    """Activates and trains `setup` as AdapterHub does, runs forward (which returns the tensors to keep and
+    calls backward) in eval mode, and writes <case>.safetensors with the gradients of what trains."""
+    if trains == "fusion":
+        model.train_adapter_fusion(setup)
+    else:
+        model.train_adapter(setup)
+    model.set_active_adapters(setup)
+    model.eval()  # no dropout; gradients still flow
+    model.zero_grad()
+    result = forward(model)
+    trainable = []
+    for pname, p in model.named_parameters():
+        if p.requires_grad:
+            if p.grad is None:
+                raise SystemExit(f"{case}: {pname} got no gradient")
+            result["grad." + pname] = p.grad.detach().contiguous().clone()
+            trainable.append(pname)
+    save_file(result, os.path.join(out_dir, case + ".safetensors"))
+    return {"setup": str(setup), "trains": trains, "trainable": trainable}
+
+
 def make(args):
     torch.manual_seed(args.seed)
     model = build(args.model, args.seed)
@@ -114,28 +136,12 @@ def make(args):
     g = torch.Generator().manual_seed(args.seed + 2)
     manifest = {}
     for case, (setup_of, trains) in CASES.items():
-        setup = setup_of()
-        if trains == "fusion":
-            model.train_adapter_fusion(setup)
-        else:
-            model.train_adapter(setup)
-        model.set_active_adapters(setup)
-        model.eval()  # no dropout; gradients still flow
-        model.zero_grad()
-        out = model(**tensors(inputs))
-        last = out.last_hidden_state
-        R = torch.randn(last.shape, generator=g)
-        (last * R).sum().backward()
-        result = {"last_hidden": last.detach().contiguous(), "R": R.contiguous()}
-        trainable = []
-        for pname, p in model.named_parameters():
-            if p.requires_grad:
-                if p.grad is None:
-                    raise SystemExit(f"{case}: {pname} got no gradient")
-                result["grad." + pname] = p.grad.detach().contiguous().clone()
-                trainable.append(pname)
-        save_file(result, os.path.join(args.out, case + ".safetensors"))
-        manifest[case] = {"setup": str(setup), "trains": trains, "trainable": trainable}
+        def forward(m):
+            last = m(**tensors(inputs)).last_hidden_state
+            R = torch.randn(last.shape, generator=g)
+            (last * R).sum().backward()
+            return {"last_hidden": last.detach().contiguous(), "R": R.contiguous()}
+        manifest[case] = run_case(model, case, setup_of(), trains, forward, args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"cases": manifest, "versions": {"adapters": adapters.__version__, "torch": torch.__version__}}, f, indent=1)
 
@@ -177,26 +183,11 @@ def make_llama(args):
     manifest = {}
     for case in LLAMA_CASES:
         setup_of, trains = {**CASES, **LLAMA_ONLY}[case]
-        setup = setup_of()
-        if trains == "fusion":
-            model.train_adapter_fusion(setup)
-        else:
-            model.train_adapter(setup)
-        model.set_active_adapters(setup)
-        model.eval()
-        model.zero_grad()
-        out = model(input_ids=ids, labels=labels)
-        out.loss.backward()
-        result = {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
-        trainable = []
-        for pname, p in model.named_parameters():
-            if p.requires_grad:
-                if p.grad is None:
-                    raise SystemExit(f"{case}: {pname} got no gradient")
-                result["grad." + pname] = p.grad.detach().contiguous().clone()
-                trainable.append(pname)
-        save_file(result, os.path.join(args.out, case + ".safetensors"))
-        manifest[case] = {"setup": str(setup), "trainable": trainable}
+        def forward(m):
+            out = m(input_ids=ids, labels=labels)
+            out.loss.backward()
+            return {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
+        manifest[case] = run_case(model, case, setup_of(), trains, forward, args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"cases": manifest}, f, indent=1)
 

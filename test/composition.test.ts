@@ -248,7 +248,7 @@ describe(`compositions on a decoder (seed ${SEED})`, () => {
     return v;
   };
 
-  test('Average(a) is a; a BatchSplit slice is its adapter alone; Parallel is refused', async () => {
+  test('Average(a) is a; a BatchSplit slice and a Parallel channel are their adapter alone; generate refuses Parallel', async () => {
     const m = await llama();
     m.setActiveAdapter('a');
     const a = logits(m, ids);
@@ -260,7 +260,13 @@ describe(`compositions on a decoder (seed ${SEED})`, () => {
     close(split.slice(a.length / 2), logits(m, [ids[1]]));
     close(split.slice(0, a.length / 2), a.slice(0, a.length / 2));
     m.setActiveAdapters('Parallel(a, b)');
-    expect(() => m.forward({ inputIds: ids })).toThrow(/Parallel compositions run on encoders/);
+    const par = logits(m, ids);
+    close(par.slice(0, a.length), a);
+    m.setActiveAdapter('b');
+    close(par.slice(a.length), logits(m, ids));
+    m.setActiveAdapters('Parallel(a, b)');
+    expect(() => m.forward({ inputIds: ids }, { labels: ids })).toThrow(/Parallel composition .* no labels/);
+    await expect(m.generate([ids[0]], { maxNewTokens: 2 })).rejects.toThrow(/generate: a Parallel composition/);
     m.dispose();
   });
 

@@ -188,6 +188,12 @@ def make_llama(args):
             out.loss.backward()
             return {"logits": out.logits.detach().contiguous(), "loss": out.loss.detach().reshape(1)}
         manifest[case] = run_case(model, case, setup_of(), trains, forward, args.out)
+    # Parallel: one output per channel, no labels (the logits of 2·B rows)
+    def forward_parallel(m):
+        logits = m(input_ids=ids).logits
+        logits.sum().backward()
+        return {"logits": logits.detach().contiguous()}
+    manifest["parallel_llama"] = run_case(model, "parallel_llama", Parallel("a", "b"), "adapters", forward_parallel, args.out)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump({"cases": manifest}, f, indent=1)
 

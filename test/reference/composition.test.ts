@@ -188,4 +188,13 @@ describeReference('compositions and AdapterFusion on a tiny LLaMA: parity with A
       }
       model.zeroGrad();
     });
+
+  test('parallel_llama: Parallel(a, b) gives AdapterHub\'s logits for each channel', () => {
+    const ref = read(path.join(work, 'parallel_llama.safetensors'));
+    model.setActiveAdapters(Parallel('a', 'b'));
+    const out = model.forward({ inputIds: inputs.input_ids });
+    expect(out.logits.shape).toEqual(ref.get('logits')!.shape);
+    expectNear('parallel logits', out.logits.toArray(), ref.get('logits')!.data, 1e-4);
+    out.dispose();
+  });
 });

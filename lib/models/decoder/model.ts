@@ -297,7 +297,7 @@ export class Decoder {
     return this.adapters.active;
   }
 
-  // ---- compositions and fusions: as on encoders (Backbone), without Parallel ----
+  // ---- compositions and fusions: as on encoders (Backbone); Parallel in forward, not in generate ----
 
   setActiveAdapters(setup: Composition | null): void {
     this.adapters.setActiveSetup(setup);
@@ -356,16 +356,33 @@ export class Decoder {
     return this.adapters.composedSite(layer, where, false, 0) ?? this.adapters.site(layer, where, false, 0);
   }
 
-  /** @internal The start of a pass (forward, prefill, decode step): fusion temperatures fall once per pass. */
+  /** @internal The start of a generation pass (prefill, decode step): fusion temperatures fall once per pass. */
   beginPass(): void {
-    if (this.adapters.activeSetup !== null && parallelChannels(this.adapters.activeSetup) > 1)
-      throw new Error('forward: Parallel compositions run on encoders; a decoder takes Stack, BatchSplit, Average and Fuse');
+    if (this.channels() > 1)
+      throw new Error('generate: a Parallel composition gives one output per channel; generate with one of its adapters, or Stack/Fuse/Average');
     this.adapters.beginForward();
   }
 
+  /** The active composition's Parallel channel count (1: none). */
+  private channels(): number {
+    return this.adapters.activeSetup === null ? 1 : parallelChannels(this.adapters.activeSetup);
+  }
+
   private forwardSeed(opts: DecoderForwardOptions): number {
-    this.beginPass();
+    this.adapters.beginForward();
     return opts.seed ?? 7919 * ++this.step;
+  }
+
+  /**
+   * Parallel(a, b, …): the batch once per channel (AdapterHub replicates it at the first adapter site; the
+   * layers below compute the same values for every copy); channel i holds rows i·B … of the outputs.
+   */
+  private parallelInputs(inputs: DecoderInputs, opts: DecoderForwardOptions): DecoderInputs {
+    const n = this.channels();
+    if (n === 1) return inputs;
+    if (opts.labels) throw new Error('forward: a Parallel composition gives one output per channel; it takes no labels');
+    const rep = <T>(rows: T[][] | undefined) => (rows ? Array.from({ length: n }, () => rows).flat() : undefined);
+    return { ...inputs, inputIds: rep(inputs.inputIds)!, attentionMask: rep(inputs.attentionMask), positionIds: rep(inputs.positionIds), segmentIds: rep(inputs.segmentIds) };
   }
 
   /** @internal Per-row adapters at a layer's site, stacked for the batched op (generation). */
@@ -411,6 +428,7 @@ export class Decoder {
 
   forward(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): DecoderOutput {
     const seed = this.forwardSeed(opts);
+    inputs = this.parallelInputs(inputs, opts);
     return this.checked(this.pass(inputs, { ...opts, seed }, null), inputs, opts, seed);
   }
 
@@ -420,6 +438,7 @@ export class Decoder {
    */
   async forwardAsync(inputs: DecoderInputs, opts: DecoderForwardOptions = {}): Promise<DecoderOutput> {
     const seed = this.forwardSeed(opts);
+    inputs = this.parallelInputs(inputs, opts);
     const out = await runDeferred(() => this.pass(inputs, { ...opts, seed }, null));
     return this.checked(out, inputs, opts, seed);
   }

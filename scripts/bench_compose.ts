@@ -9,7 +9,7 @@ import { Average, Backbone, Fuse, loadBackbone, Parallel, Stack, tensor } from '
 import type { Composition } from '../lib';
 import { mulberry32 } from '../lib/core/random';
 import { referenceEnvPackagePath } from '../lib/demo/llm';
-import { BenchOptions, formatTable, median, progress, runHeader, Suite } from './bench';
+import { BenchOptions, errorMessage, findTorchPython, formatTable, median, progress, runHeader, runPythonJson, sourceScript, Suite } from './bench';
 
 const [B, T] = [8, 128];
 
@@ -86,22 +86,40 @@ export const composeSuite: Suite = {
       setup: c.setup, what: c.what, tokens: c.tokens,
       fwdMs: median(fwd.get(c.setup)!), fwdMin: Math.min(...fwd.get(c.setup)!), stepMs: median(step.get(c.setup)!), stepMin: Math.min(...step.get(c.setup)!),
     }));
+    // AdapterHub on the same model, batch and setups (no mixtures: it has none)
+    type Peer = { version: string; rows: { setup: string; fwdMs: number; stepMs: number }[] };
+    let peer = null as Peer | null;
+    const python = opts.torch ? findTorchPython(opts.python) : undefined;
+    if (python) {
+      try {
+        progress('compose: AdapterHub (PyTorch) on the same setups');
+        peer = runPythonJson(python, sourceScript('bench_compose_torch.py'), { model: dir, ids, threads: header.build.cpuThreads, rounds, perRound }, 60 * 60 * 1000) as Peer;
+      } catch (e) {
+        console.log(`AdapterHub: failed (${errorMessage(e)})`);
+      }
+    }
+    const peerOf = (setup: string) => peer?.rows.find((p) => p.setup === setup);
     const base = rows[0];
     const perTok = (ms: number, n: number) => (1000 * ms) / n; // µs per token
     console.log(`\n== compose: compositions and mixtures against one adapter (MiniLM, batch ${B} × ${T}) ==`);
     console.log(`device:  ${header.device} (${header.deviceName}); build: blas ${header.build.blas ?? 'none'}, CPU threads ${header.build.cpuThreads}`);
     console.log(`date:    ${header.date}`);
+    const na = (v: number | undefined, f: (x: number) => string) => (v === undefined ? '—' : f(v));
     console.log(formatTable(
-      ['setup', 'trains', 'fwd ms', 'fwd µs/token', 'fwd ÷ one', 'step ms', 'step µs/token', 'step ÷ one'],
+      ['setup', 'trains', 'fwd ms', 'fwd µs/token', 'fwd ÷ one', 'step ms', 'step µs/token', 'step ÷ one', 'AdapterHub fwd ms', 'AdapterHub step ms', 'AH step ÷ ours'],
       rows.map((r) => [r.setup, r.what, r.fwdMs.toFixed(1), perTok(r.fwdMs, r.tokens).toFixed(2),
         (perTok(r.fwdMs, r.tokens) / perTok(base.fwdMs, base.tokens)).toFixed(2), r.stepMs.toFixed(1),
-        perTok(r.stepMs, r.tokens).toFixed(2), (perTok(r.stepMs, r.tokens) / perTok(base.stepMs, base.tokens)).toFixed(2)]),
+        perTok(r.stepMs, r.tokens).toFixed(2), (perTok(r.stepMs, r.tokens) / perTok(base.stepMs, base.tokens)).toFixed(2),
+        na(peerOf(r.setup)?.fwdMs, (v) => v.toFixed(1)), na(peerOf(r.setup)?.stepMs, (v) => v.toFixed(1)),
+        na(peerOf(r.setup)?.stepMs, (v) => `${(v / r.stepMs).toFixed(2)}×`)]),
       2,
     ));
     console.log(`  median over ${rounds} rounds × ${perRound} runs, the setups in turn each round (min in the JSON); fwd = eval forward;`);
     console.log('  step = training-mode forward and the backward from dLastHiddenState (what trains: the column); µs/token per output token');
     console.log('  (Parallel outputs one token per channel); ÷ one = per-token time over the one-adapter row. The rest of MiniLM is in every row.');
+    if (peer) console.log(`  AdapterHub = ${peer.version}, BertModel + adapters.init, the same weights' shapes, batch and setups, same threads, timed after ours (not interleaved); AH step ÷ ours above 1: ours is faster.`);
+    else console.log('  AdapterHub: not run (no Python with torch and adapters; --python to name one).');
     m.dispose();
-    return { suite: 'compose', header, rows, rounds, perRound };
+    return { suite: 'compose', header, rows, rounds, perRound, adapterhub: peer };
   },
 };

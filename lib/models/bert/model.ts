@@ -14,14 +14,12 @@ import {
 } from '../../adapterhub/files';
 import { ModelInputs, prepareInputs, replicateRows } from './inputs';
 import { Fuse, parallelChannels } from '../../adapted/composition';
-import type { Composition, CompositionBlock } from '../../adapted/composition';
-import type { MixtureConfig } from '../../adapted/mixture';
-import { loadMixture as loadMixtureFiles, saveMixture as saveMixtureFiles } from '../../adapted/mixtureFiles';
+import type { Composition } from '../../adapted/composition';
 
-import type { FusionConfig, FusionConfigInput } from '../../adapted/fusion';
-import { loadFusion as loadFusionFiles, saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
+import { saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
 import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
+import { ComposedModel } from '../../adapted/composedModel';
 import { allFinite, firstNonFinite, NonFiniteError, throwingProbe } from '../../core/finite';
 import type { Probe } from '../../core/finite';
 
@@ -87,13 +85,12 @@ export class ForwardResult {
   }
 }
 
-export class Backbone {
+export class Backbone extends ComposedModel {
   readonly config: EncoderConfig;
   readonly names: WeightNames;
   readonly device: string;
   readonly dtype: FloatDType;
   readonly weights: BackboneWeights;
-  private readonly adapters: AdapterRegistry;
   private readonly heads = new Map<string, ClassificationHead>();
   private activeHead: string | null = null;
   private trainLayerNorms = false;
@@ -110,6 +107,7 @@ export class Backbone {
     config: EncoderConfig, names: WeightNames, weights: BackboneWeights,
     o: { device: string; dtype: FloatDType; seed?: number; weightHash?: string; modelName?: string; dir?: string },
   ) {
+    super();
     this.weightHash = o.weightHash ?? '';
     this.modelName = o.modelName ?? config.modelType;
     this.dir = o.dir;
@@ -178,60 +176,11 @@ export class Backbone {
   // ---- compositions and fusions (lib/adapted/composition.ts, fusion.ts, compose.ts) ----
 
   /**
-   * Activates a composition of adapters, AdapterHub's set_active_adapters: a block (Stack, Parallel,
-   * BatchSplit, Average, Fuse, nested as AdapterHub allows) or its string form ('Stack(a, Fuse(b, c))'),
-   * or one adapter name; null for none.
-   */
-  setActiveAdapters(setup: Composition | null): void {
-    this.adapters.setActiveSetup(setup);
-  }
-
-  /** The active composition, adapter name, or null. */
-  get activeAdapters(): Composition | null {
-    return this.adapters.activeSetup;
-  }
-
-  /**
-   * AdapterHub's add_adapter_fusion: an AdapterFusion over the adapters (names, or Fuse(...)), named by
-   * them joined with ','; config 'dynamic' (default), 'static' or fields. Returns its name.
-   */
-  addFusion(adapters: string[] | Composition, config?: FusionConfigInput, opts: { seed?: number; name?: string } = {}): string {
-    return this.adapters.addFusion(adapters, config, opts);
-  }
-
-  fusionNames(): string[] {
-    return this.adapters.fusionNames();
-  }
-
-  /** The adapters a fusion attends over, in order. */
-  fusionAdapters(name: string): string[] {
-    return [...this.adapters.fusionEntry(name, 'fusionAdapters').adapters];
-  }
-
-  /**
    * Saves a fusion as AdapterHub does (adapter_fusion_config.json, model_adapter_fusion.safetensors); with
    * `head`, that head's files go beside it (save_adapter_fusion(with_head=True)).
    */
   saveFusion(dir: string, name: string, opts: { head?: string; labels?: (string | number)[] } = {}): void {
     saveFusionFiles(this, dir, name, opts);
-  }
-
-  /** Loads a fusion saved by AdapterHub or saveFusion (its adapters loaded first); returns its name. */
-  loadFusion(dir: string, opts: { strict?: boolean } = {}): string {
-    return loadFusionFiles(this, dir, opts);
-  }
-
-  fusionConfig(name: string): FusionConfig {
-    return { ...this.adapters.fusionEntry(name, 'fusionConfig').config };
-  }
-
-  /** The fusion's tensors by AdapterHub name (….adapter_fusion_layer.<name>.query.weight, …). */
-  fusionParameters(name: string): Map<string, Tensor> {
-    return this.adapters.fusionParameters(name);
-  }
-
-  deleteFusion(name: string): void {
-    this.adapters.deleteFusion(name);
   }
 
   /**
@@ -243,65 +192,7 @@ export class Backbone {
     this.trainLayerNorms = false;
   }
 
-  /**
-   * AdapterHub's fusion regularisation, once per training step: adds the gradient of 0.01·Σ‖I − V‖² over the
-   * training fusions' value matrices to grads(); returns that loss (0 without a regularised fusion).
-   */
-  fusionRegularization(): number {
-    return this.adapters.fusionRegularization();
-  }
-
   // ---- routed mixtures of adapters (lib/adapted/mixture.ts) ----
-
-  /**
-   * A routed mixture over a pool of adapters (one configuration and bottleneck): a learned gate per site sends
-   * each token to its top-k adapters (topK 1 or 2), at most capacityFactor·N·k/A tokens per adapter, with a
-   * load-balancing loss (balanceWeight). Returns the block to activate: setActiveAdapters(block).
-   */
-  addMixture(name: string, adapters: string[], config: Partial<MixtureConfig> = {}, opts: { seed?: number } = {}): CompositionBlock {
-    return this.adapters.addMixture(name, adapters, config, opts);
-  }
-
-  mixtureNames(): string[] {
-    return this.adapters.mixtureNames();
-  }
-
-  mixtureAdapters(name: string): string[] {
-    return [...this.adapters.mixtureEntry(name, 'mixtureAdapters').adapters];
-  }
-
-  mixtureConfig(name: string): MixtureConfig {
-    return { ...this.adapters.mixtureEntry(name, 'mixtureConfig').config };
-  }
-
-  /** The gates by name (….adapter_mixture.<name>.gate.weight, one [A, H] per site). */
-  mixtureParameters(name: string): Map<string, Tensor> {
-    return this.adapters.mixtureParameters(name);
-  }
-
-  deleteMixture(name: string): void {
-    this.adapters.deleteMixture(name);
-  }
-
-  /** The mixture becomes active and its gates train (its adapters too with trainAdapters). */
-  trainMixture(name: string, opts: { trainAdapters?: boolean } = {}): void {
-    this.adapters.trainMixture(name, !!opts.trainAdapters);
-  }
-
-  /** The load-balancing loss of the last forward, summed over the mixture's sites (already in its gradients). */
-  get balanceLoss(): number {
-    return this.adapters.lastBalanceLoss;
-  }
-
-  /** Saves a mixture: its config, gates and adapters (lib/adapted/mixtureFiles.ts). */
-  saveMixture(dir: string, name: string): void {
-    saveMixtureFiles(this, dir, name);
-  }
-
-  /** Loads a mixture saveMixture wrote (its adapters too, unless loaded); returns the block to activate. */
-  loadMixture(dir: string): CompositionBlock {
-    return loadMixtureFiles(this, dir);
-  }
 
   /** The Parallel block's channel count of the active composition (1: none). */
   private parallelChannels(): number {

@@ -15,13 +15,11 @@ import { embedding, embeddingBackward, softmaxCrossEntropy } from '../../nn';
 import { add, cast, matmul, scale } from '../../ops';
 import { runDeferred } from '../../core/deferred';
 import { Scope } from '../../core/scope';
+import { ComposedModel } from '../../adapted/composedModel';
 import { Fuse, parallelChannels } from '../../adapted/composition';
-import type { Composition, CompositionBlock } from '../../adapted/composition';
-import type { MixtureConfig } from '../../adapted/mixture';
-import { loadMixture as loadMixtureFiles, saveMixture as saveMixtureFiles } from '../../adapted/mixtureFiles';
+import type { Composition } from '../../adapted/composition';
 
-import type { FusionConfig, FusionConfigInput } from '../../adapted/fusion';
-import { loadFusion as loadFusionFiles, saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
+import { saveFusion as saveFusionFiles } from '../../adapterhub/fusionFiles';
 import { FloatDType, Tensor, tensor } from '../../tensor';
 import type { DecoderConfig } from './config';
 import type { GgufFile } from '../../io/gguf';
@@ -129,7 +127,7 @@ function rows(a: number[][] | undefined, what: string, B?: number, T?: number): 
   return { data: a.flat(), B: a.length, T: t };
 }
 
-export class Decoder {
+export class Decoder extends ComposedModel {
   readonly config: DecoderConfig;
   readonly weights: DecoderWeights;
   readonly device: string;
@@ -141,7 +139,6 @@ export class Decoder {
   /** The GGUF file it was loaded from (its tokenizer and chat template live there). */
   readonly gguf?: GgufFile;
   private readonly invFreq: Tensor | null;
-  private readonly adapters: AdapterRegistry;
   private step = 0;
   /**
    * How attention runs: 'fused' (one op, no [T, T] matrix: the CUDA kernels need a head size <= 128),
@@ -151,6 +148,7 @@ export class Decoder {
   attentionPath: 'auto' | 'fused' | 'unfused' = 'auto';
 
   constructor(config: DecoderConfig, weights: DecoderWeights, o: { device: string; dtype: FloatDType; weightHash?: string; modelName?: string; dir?: string; gguf?: GgufFile }) {
+    super();
     this.gguf = o.gguf;
     this.config = config;
     this.weights = weights;
@@ -232,56 +230,6 @@ export class Decoder {
 
   // ---- routed mixtures of adapters (lib/adapted/mixture.ts) ----
 
-  /**
-   * A routed mixture over a pool of adapters (one configuration and bottleneck): a learned gate per site sends
-   * each token to its top-k adapters (topK 1 or 2), at most capacityFactor·N·k/A tokens per adapter, with a
-   * load-balancing loss (balanceWeight). Returns the block to activate: setActiveAdapters(block).
-   */
-  addMixture(name: string, adapters: string[], config: Partial<MixtureConfig> = {}, opts: { seed?: number } = {}): CompositionBlock {
-    return this.adapters.addMixture(name, adapters, config, opts);
-  }
-
-  mixtureNames(): string[] {
-    return this.adapters.mixtureNames();
-  }
-
-  mixtureAdapters(name: string): string[] {
-    return [...this.adapters.mixtureEntry(name, 'mixtureAdapters').adapters];
-  }
-
-  mixtureConfig(name: string): MixtureConfig {
-    return { ...this.adapters.mixtureEntry(name, 'mixtureConfig').config };
-  }
-
-  /** The gates by name (….adapter_mixture.<name>.gate.weight, one [A, H] per site). */
-  mixtureParameters(name: string): Map<string, Tensor> {
-    return this.adapters.mixtureParameters(name);
-  }
-
-  deleteMixture(name: string): void {
-    this.adapters.deleteMixture(name);
-  }
-
-  /** The mixture becomes active and its gates train (its adapters too with trainAdapters). */
-  trainMixture(name: string, opts: { trainAdapters?: boolean } = {}): void {
-    this.adapters.trainMixture(name, !!opts.trainAdapters);
-  }
-
-  /** The load-balancing loss of the last forward, summed over the mixture's sites (already in its gradients). */
-  get balanceLoss(): number {
-    return this.adapters.lastBalanceLoss;
-  }
-
-  /** Saves a mixture: its config, gates and adapters (lib/adapted/mixtureFiles.ts). */
-  saveMixture(dir: string, name: string): void {
-    saveMixtureFiles(this, dir, name);
-  }
-
-  /** Loads a mixture saveMixture wrote (its adapters too, unless loaded); returns the block to activate. */
-  loadMixture(dir: string): CompositionBlock {
-    return loadMixtureFiles(this, dir);
-  }
-
   /** Trains `name` (or every adapter of a composition): it becomes active and its tensors are the trainable ones. */
   trainAdapter(name: string | Composition): void {
     if (typeof name === 'string' && /^[A-Za-z0-9_-]+$/.test(name)) this.adapters.train(name);
@@ -299,52 +247,12 @@ export class Decoder {
 
   // ---- compositions and fusions: as on encoders (Backbone); Parallel in forward, not in generate ----
 
-  setActiveAdapters(setup: Composition | null): void {
-    this.adapters.setActiveSetup(setup);
-  }
-
-  get activeAdapters(): Composition | null {
-    return this.adapters.activeSetup;
-  }
-
-  addFusion(adapters: string[] | Composition, config?: FusionConfigInput, opts: { seed?: number; name?: string } = {}): string {
-    return this.adapters.addFusion(adapters, config, opts);
-  }
-
-  fusionNames(): string[] {
-    return this.adapters.fusionNames();
-  }
-
-  fusionConfig(name: string): FusionConfig {
-    return { ...this.adapters.fusionEntry(name, 'fusionConfig').config };
-  }
-
-  fusionAdapters(name: string): string[] {
-    return [...this.adapters.fusionEntry(name, 'fusionAdapters').adapters];
-  }
-
-  fusionParameters(name: string): Map<string, Tensor> {
-    return this.adapters.fusionParameters(name);
-  }
-
-  deleteFusion(name: string): void {
-    this.adapters.deleteFusion(name);
-  }
-
   trainFusion(setup: string[] | Composition, opts: { unfreezeAdapters?: boolean } = {}): void {
     this.adapters.trainFusion(Array.isArray(setup) ? Fuse(...setup) : setup, !!opts.unfreezeAdapters);
   }
 
-  fusionRegularization(): number {
-    return this.adapters.fusionRegularization();
-  }
-
   saveFusion(dir: string, name: string): void {
     saveFusionFiles(this, dir, name);
-  }
-
-  loadFusion(dir: string, opts: { strict?: boolean } = {}): string {
-    return loadFusionFiles(this, dir, opts);
   }
 
   deleteAdapter(name: string): void {

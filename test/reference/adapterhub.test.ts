@@ -8,6 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { AdamW, Backbone, loadBackbone } from '../../lib';
 import { SafetensorsFile } from '../../lib/io/safetensors';
+import { expectNear } from './compare';
 import { describeReference, REFERENCE_SCRIPT, runPython } from './env';
 
 const seed = process.env.FA_REFERENCE_SEED ? Number(process.env.FA_REFERENCE_SEED) : (Date.now() % 1_000_000) + 1;
@@ -22,34 +23,12 @@ function read(file: string): Map<string, Float32Array> {
   return m;
 }
 
-function maxAbs(a: ArrayLike<number>): number {
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]));
-  return m;
-}
-
 // A learned scaling's gradient is one number, Σ over every token and channel of the site of
 // (its output before scaling) × (the gradient reaching it): a sum that cancels to ~1e-4 of its terms,
 // so fp32 summation order alone moves it by up to ~1e-3 of itself (seen on rare seeds, before and after
 // this package's kernels changed). Every other gradient keeps 1e-4.
 function gradTolerance(name: string): number {
   return name.endsWith('.scaling') ? 1e-2 : 1e-4;
-}
-
-/** Every element within rtol of the reference, relative to the reference tensor's largest magnitude. */
-function expectNear(what: string, actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number): void {
-  expect(actual.length).toBe(expected.length);
-  const scale = maxAbs(expected);
-  expect(scale).toBeGreaterThan(0); // a reference of zeros proves nothing
-  let worst = 0;
-  let at = 0;
-  for (let i = 0; i < expected.length; i++) {
-    if (!Number.isFinite(actual[i])) throw new Error(`${what}[${i}] is ${actual[i]}`);
-    const e = Math.abs(actual[i] - expected[i]) / scale;
-    if (e > worst) [worst, at] = [e, i];
-  }
-  if (worst > rtol)
-    throw new Error(`${what}: element ${at} is ${actual[at]}, AdapterHub/transformers give ${expected[at]} (error ${worst.toExponential(2)} of max |ref| ${scale.toExponential(3)}, allowed ${rtol})`);
 }
 
 describeReference('parity with transformers and AdapterHub on all-MiniLM-L6-v2', (env) => {

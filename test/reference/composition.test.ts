@@ -12,6 +12,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Average, Backbone, BatchSplit, Composition, Decoder, Fuse, loadBackbone, loadDecoder, Parallel, Stack, tensor } from '../../lib';
 import { SafetensorsFile } from '../../lib/io/safetensors';
+import { expectNear as near } from './compare';
 import { describeReference, runPython } from './env';
 
 const SCRIPT = path.join(__dirname, '..', '..', 'scripts', 'reference', 'composition_reference.py');
@@ -25,21 +26,7 @@ function read(file: string): Map<string, { data: Float32Array; shape: number[] }
   return m;
 }
 
-/** Every element within rtol of the reference's largest magnitude. */
-function expectNear(what: string, actual: ArrayLike<number>, expected: ArrayLike<number>, rtol: number): void {
-  expect(actual.length).toBe(expected.length);
-  let scale = 0;
-  for (let i = 0; i < expected.length; i++) scale = Math.max(scale, Math.abs(expected[i]));
-  expect(scale).toBeGreaterThan(0);
-  let worst = 0;
-  let at = 0;
-  for (let i = 0; i < expected.length; i++) {
-    if (!Number.isFinite(actual[i])) throw new Error(`${what}[${i}] is ${actual[i]}`);
-    const e = Math.abs(actual[i] - expected[i]) / scale;
-    if (e > worst) [worst, at] = [e, i];
-  }
-  if (worst > rtol) throw new Error(`${what}: element ${at} is ${actual[at]}, AdapterHub gives ${expected[at]} (error ${worst.toExponential(2)} of ${scale.toExponential(3)}, allowed ${rtol})`);
-}
+const expectNear = (what: string, a: ArrayLike<number>, e: ArrayLike<number>, rtol: number) => near(what, a, e, rtol, 'AdapterHub');
 
 // A fusion layer's gradient at layer i has come back through the fusions of every layer above it, each a
 // softmax over scores of a few units and a value matrix near the identity: fp32 rounding of the two
